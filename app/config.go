@@ -1,0 +1,100 @@
+package app
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config is invigil's configuration (CONTRACT §1): environment variables,
+// mirrored by flags.
+type Config struct {
+	Demo         bool
+	DemoStudents int
+	Addr         string // host:port to listen on
+	DB           string
+
+	SupabaseURL     string
+	JWKSURL         string
+	JWTSecret       string
+	ServiceRoleKey  string
+	WebhookSecret   string
+	AllowedOrigins  []string
+	HeartbeatMin    time.Duration
+	DisconnectAfter time.Duration
+	PresenceTTL     time.Duration
+	TypingTTL       time.Duration
+	Retention       time.Duration
+}
+
+// LoadConfig reads the environment (through getenv) and the flags in args.
+func LoadConfig(getenv func(string) string, args []string) (Config, error) {
+	env := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("invigil", flag.ContinueOnError)
+	var c Config
+	port := fs.String("port", env("PORT", "8080"), "HTTP port (PORT)")
+	fs.BoolVar(&c.Demo, "demo", false, "run on 127.0.0.1 with dev sign-in, a demo exam and simulated students")
+	fs.IntVar(&c.DemoStudents, "demo-students", 25, "simulated students in --demo")
+	fs.StringVar(&c.DB, "db", env("INVIGIL_DB", "data/invigil.db"), "SQLite file (INVIGIL_DB)")
+	fs.StringVar(&c.SupabaseURL, "supabase-url", env("SUPABASE_URL", ""), "https://<ref>.supabase.co (SUPABASE_URL)")
+	fs.StringVar(&c.JWKSURL, "jwks-url", env("SUPABASE_JWKS_URL", ""), "key set URL (SUPABASE_JWKS_URL)")
+	origins := fs.String("allowed-origins", env("INVIGIL_ALLOWED_ORIGINS", ""), "browser origins allowed on /ws (INVIGIL_ALLOWED_ORIGINS)")
+	durations := []struct {
+		dst        *time.Duration
+		flag, env  string
+		def, usage string
+	}{
+		{&c.HeartbeatMin, "heartbeat-min-interval", "INVIGIL_HEARTBEAT_MIN_INTERVAL", "5s", "heartbeats sooner than this are refused"},
+		{&c.DisconnectAfter, "disconnect-after", "INVIGIL_DISCONNECT_AFTER", "25s", "silence before a session shows disconnected"},
+		{&c.PresenceTTL, "presence-ttl", "INVIGIL_PRESENCE_TTL", "60s", "presence expiry"},
+		{&c.TypingTTL, "typing-ttl", "INVIGIL_TYPING_TTL", "6s", "typing flag expiry"},
+		{&c.Retention, "retention", "INVIGIL_RETENTION", "24h", "purge delay after archival"},
+	}
+	raw := make([]*string, len(durations))
+	for i, d := range durations {
+		raw[i] = fs.String(d.flag, env(d.env, d.def), d.usage+" ("+d.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	for i, d := range durations {
+		v, err := time.ParseDuration(*raw[i])
+		if err != nil || v <= 0 {
+			return Config{}, fmt.Errorf("%s: %q is not a positive Go duration", d.env, *raw[i])
+		}
+		*d.dst = v
+	}
+	c.JWTSecret = getenv("SUPABASE_JWT_SECRET")
+	c.ServiceRoleKey = getenv("SUPABASE_SERVICE_ROLE_KEY")
+	c.WebhookSecret = getenv("INVIGIL_WEBHOOK_SECRET")
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.AllowedOrigins = append(c.AllowedOrigins, o)
+		}
+	}
+	c.SupabaseURL = strings.TrimRight(c.SupabaseURL, "/")
+	if c.JWKSURL == "" && c.SupabaseURL != "" {
+		c.JWKSURL = c.SupabaseURL + "/auth/v1/.well-known/jwks.json"
+	}
+	host := ""
+	if c.Demo {
+		host = "127.0.0.1"
+	}
+	c.Addr = host + ":" + *port
+	if !c.Demo && c.SupabaseURL == "" {
+		return Config{}, fmt.Errorf("no way to verify tokens: set SUPABASE_URL (and SUPABASE_JWT_SECRET for HS256 projects), or run with --demo")
+	}
+	if c.DemoStudents < 0 || c.DemoStudents > 5000 {
+		return Config{}, fmt.Errorf("--demo-students must be between 0 and 5000")
+	}
+	return c, nil
+}
+
+// Issuer is the token issuer Supabase uses.
+func (c Config) Issuer() string { return c.SupabaseURL + "/auth/v1" }

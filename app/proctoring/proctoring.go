@@ -1,0 +1,406 @@
+// Package proctoring is live exam supervision: students start a session,
+// heartbeat and report violations; an exam's tutors watch every session and
+// the violation stream. A session shows "disconnected" as soon as the last
+// socket that carried it closes, or when it has neither a live socket nor a
+// heartbeat for DisconnectAfter.
+package proctoring
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"invigil/app/apperr"
+	"invigil/app/engine"
+	"invigil/app/exam"
+	"invigil/app/identity"
+	"invigil/store"
+)
+
+// Keys the proctoring writes touch and its queries read.
+func sessionsKey(examID string) string   { return "exam:" + examID + ":sessions" }
+func violationsKey(examID string) string { return "exam:" + examID + ":violations" }
+func sessionKey(examID, studentID string) string {
+	return "session:" + examID + ":" + studentID
+}
+
+// ViolationTypes are the violation kinds a client may report.
+var ViolationTypes = map[string]bool{
+	"tab_hidden": true, "window_blur": true, "fullscreen_exit": true, "copy": true, "paste": true,
+	"context_menu": true, "devtools": true, "multiple_screens": true, "network_offline": true, "other": true,
+}
+
+// Config holds the proctoring rules.
+type Config struct {
+	HeartbeatMinInterval time.Duration // a heartbeat sooner than this is rate_limited
+	DisconnectAfter      time.Duration // silence after which an active session is disconnected
+	ViolationDetailCap   int           // violation rows kept per session; the count stays exact
+	Logger               *slog.Logger
+}
+
+// Service implements the proctoring functions and queries.
+type Service struct {
+	db    *store.DB
+	exams *exam.Registry
+	cfg   Config
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	byConn   map[uint64]map[store.SessionKey]struct{} // sessions each socket carries
+	carriers map[store.SessionKey]int                 // live sockets per session
+}
+
+// New returns the service.
+func New(db *store.DB, exams *exam.Registry, cfg Config) *Service {
+	if cfg.HeartbeatMinInterval <= 0 {
+		cfg.HeartbeatMinInterval = 5 * time.Second
+	}
+	if cfg.DisconnectAfter <= 0 {
+		cfg.DisconnectAfter = 25 * time.Second
+	}
+	if cfg.ViolationDetailCap <= 0 {
+		cfg.ViolationDetailCap = 500
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{
+		db: db, exams: exams, cfg: cfg, log: cfg.Logger,
+		byConn:   map[uint64]map[store.SessionKey]struct{}{},
+		carriers: map[store.SessionKey]int{},
+	}
+}
+
+// Register adds the functions and queries to the engine.
+func (s *Service) Register(e *engine.Engine) {
+	e.Func("proctoring.startSession", s.startSession)
+	e.Func("proctoring.heartbeat", s.heartbeat)
+	e.Func("proctoring.logViolation", s.logViolation)
+	e.Func("proctoring.endSession", s.endSession)
+	e.Query("proctoring.getExamSessions", engine.Query{Prepare: s.getExamSessions})
+	e.Query("proctoring.getSession", engine.Query{Prepare: s.getSession})
+	e.Query("proctoring.getViolations", engine.Query{Prepare: s.getViolations})
+	e.OnConnClosed(s.connClosed)
+}
+
+type examArgs struct {
+	ExamID string `json:"exam_id"`
+}
+
+func (s *Service) startSession(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
+	var a examArgs
+	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
+		return nil, err
+	}
+	ex, err := s.exams.Get(ctx, a.ExamID)
+	if err != nil {
+		return nil, err
+	}
+	if err := exam.CanJoin(c.User, ex); err != nil {
+		return nil, err
+	}
+	var sess store.Session
+	err = s.db.Update(ctx, func(tx *store.Tx) error {
+		old, err := tx.Reader().Session(ctx, a.ExamID, c.User.ID)
+		if err == nil && old.Status == store.StatusSubmitted {
+			return apperr.New(apperr.Conflict, "you already submitted this exam")
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if sess, err = tx.StartSession(ctx, a.ExamID, c.User.ID, c.User.Name); err != nil {
+			return err
+		}
+		s.touchSession(tx, a.ExamID, c.User.ID)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
+	return sess, nil
+}
+
+type network struct {
+	RTTMs         *float64 `json:"rtt_ms,omitempty"`
+	DownlinkMbps  *float64 `json:"downlink_mbps,omitempty"`
+	EffectiveType string   `json:"effective_type,omitempty"`
+}
+
+type heartbeatArgs struct {
+	ExamID          string   `json:"exam_id"`
+	CurrentQuestion *int     `json:"current_question"`
+	AnsweredCount   *int     `json:"answered_count"`
+	Network         *network `json:"network"`
+}
+
+func (a heartbeatArgs) validate() error {
+	if a.CurrentQuestion == nil || a.AnsweredCount == nil {
+		return apperr.New(apperr.InvalidArgument, "current_question and answered_count are required")
+	}
+	if err := engine.Count("current_question", *a.CurrentQuestion, 100_000); err != nil {
+		return err
+	}
+	if err := engine.Count("answered_count", *a.AnsweredCount, 100_000); err != nil {
+		return err
+	}
+	if n := a.Network; n != nil {
+		if (n.RTTMs != nil && (*n.RTTMs < 0 || *n.RTTMs > 600_000)) ||
+			(n.DownlinkMbps != nil && (*n.DownlinkMbps < 0 || *n.DownlinkMbps > 100_000)) {
+			return apperr.New(apperr.InvalidArgument, "network figures are out of range")
+		}
+		return engine.Text("network.effective_type", n.EffectiveType, 16)
+	}
+	return nil
+}
+
+// HeartbeatResult is what a heartbeat returns.
+type HeartbeatResult struct {
+	ServerTime string `json:"server_time"`
+}
+
+func (s *Service) heartbeat(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
+	var a heartbeatArgs
+	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
+		return nil, err
+	}
+	if err := a.validate(); err != nil {
+		return nil, err
+	}
+	var net *string
+	if a.Network != nil {
+		b, _ := json.Marshal(a.Network)
+		net = new(string(b))
+	}
+	var now time.Time
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		now = tx.Now()
+		sess, err := s.ownSession(ctx, tx, a.ExamID, c.User.ID)
+		if err != nil {
+			return err
+		}
+		// A disconnected student's heartbeat is always welcome: it brings them back.
+		if sess.Status == store.StatusActive {
+			last, _ := time.Parse(store.TimeFormat, sess.LastHeartbeat)
+			if wait := last.Add(s.cfg.HeartbeatMinInterval).Sub(now); wait > 0 {
+				return &apperr.Error{Code: apperr.RateLimited, RetryAfterMs: wait.Milliseconds() + 1,
+					Message: fmt.Sprintf("heartbeats are at least %s apart", s.cfg.HeartbeatMinInterval)}
+			}
+		}
+		s.touchSession(tx, a.ExamID, c.User.ID)
+		return tx.Heartbeat(ctx, a.ExamID, c.User.ID, *a.CurrentQuestion, *a.AnsweredCount, net)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
+	return HeartbeatResult{ServerTime: store.FormatTime(now)}, nil
+}
+
+type violationArgs struct {
+	ExamID   string `json:"exam_id"`
+	Type     string `json:"type"`
+	Detail   string `json:"detail"`
+	ClientTS string `json:"client_ts"`
+}
+
+func (a violationArgs) validate() error {
+	if !ViolationTypes[a.Type] {
+		return apperr.New(apperr.InvalidArgument, "unknown violation type %q", a.Type)
+	}
+	if err := engine.Text("detail", a.Detail, 1000); err != nil {
+		return err
+	}
+	if a.ClientTS != "" {
+		if _, err := time.Parse(time.RFC3339Nano, a.ClientTS); err != nil {
+			return apperr.New(apperr.InvalidArgument, "client_ts must be an RFC 3339 time")
+		}
+	}
+	return nil
+}
+
+func (s *Service) logViolation(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
+	var a violationArgs
+	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
+		return nil, err
+	}
+	if err := a.validate(); err != nil {
+		return nil, err
+	}
+	var v store.Violation
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		sess, err := s.ownSession(ctx, tx, a.ExamID, c.User.ID)
+		if err != nil {
+			return err
+		}
+		v = store.Violation{ExamID: a.ExamID, StudentID: c.User.ID, StudentName: sess.StudentName,
+			Type: a.Type, Detail: a.Detail}
+		if a.ClientTS != "" {
+			v.ClientTS = &a.ClientTS
+		}
+		keep := sess.ViolationCount < s.cfg.ViolationDetailCap
+		if v, err = tx.AddViolation(ctx, v, keep); err != nil {
+			return err
+		}
+		s.touchSession(tx, a.ExamID, c.User.ID)
+		if keep {
+			tx.Touch(violationsKey(a.ExamID))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (s *Service) endSession(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
+	var a examArgs
+	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
+		return nil, err
+	}
+	var sess store.Session
+	err := s.db.Update(ctx, func(tx *store.Tx) error {
+		if _, err := s.ownSession(ctx, tx, a.ExamID, c.User.ID); err != nil {
+			return err
+		}
+		if err := tx.SetSessionStatus(ctx, a.ExamID, c.User.ID, store.StatusSubmitted); err != nil {
+			return err
+		}
+		s.touchSession(tx, a.ExamID, c.User.ID)
+		var err error
+		sess, err = tx.Reader().Session(ctx, a.ExamID, c.User.ID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// ownSession reads the caller's session for a write: not_found without one,
+// conflict once it is submitted.
+func (s *Service) ownSession(ctx context.Context, tx *store.Tx, examID, studentID string) (store.Session, error) {
+	sess, err := tx.Reader().Session(ctx, examID, studentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return sess, apperr.New(apperr.NotFound, "no session in exam %q: call proctoring.startSession first", examID)
+	}
+	if err != nil {
+		return sess, err
+	}
+	if sess.Status == store.StatusSubmitted {
+		return sess, apperr.New(apperr.Conflict, "the session is submitted")
+	}
+	return sess, nil
+}
+
+func (s *Service) touchSession(tx *store.Tx, examID, studentID string) {
+	tx.Touch(sessionsKey(examID), sessionKey(examID, studentID))
+}
+
+func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
+	var a examArgs
+	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
+		return engine.Plan{}, err
+	}
+	if _, err := s.exams.Watch(ctx, c.User, a.ExamID); err != nil {
+		return engine.Plan{}, err
+	}
+	return engine.Plan{
+		Keys:  []string{sessionsKey(a.ExamID)},
+		Share: a.ExamID,
+		Run: func(ctx context.Context) (v any, err error) {
+			err = s.db.Read(ctx, func(r *store.Reader) error {
+				v, err = r.ExamSessions(ctx, a.ExamID)
+				return err
+			})
+			return v, err
+		},
+	}, nil
+}
+
+// SessionDetail is one session with its violations, newest first.
+type SessionDetail struct {
+	store.Session
+	Violations []store.Violation `json:"violations"`
+}
+
+func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
+	var a struct {
+		ExamID    string `json:"exam_id"`
+		StudentID string `json:"student_id"`
+	}
+	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
+		return engine.Plan{}, err
+	}
+	if err := engine.ID("student_id", a.StudentID); err != nil {
+		return engine.Plan{}, err
+	}
+	// Students may read their own session; tutors and admins any of their exam's.
+	if c.User.ID != a.StudentID || c.User.Role != identity.Student {
+		if _, err := s.exams.Watch(ctx, c.User, a.ExamID); err != nil {
+			return engine.Plan{}, err
+		}
+	}
+	return engine.Plan{
+		Keys:  []string{sessionKey(a.ExamID, a.StudentID)},
+		Share: a.ExamID + "\x00" + a.StudentID,
+		Run: func(ctx context.Context) (any, error) {
+			var d SessionDetail
+			err := s.db.Read(ctx, func(r *store.Reader) error {
+				var err error
+				if d.Session, err = r.Session(ctx, a.ExamID, a.StudentID); err != nil {
+					return err
+				}
+				d.Violations, err = r.Violations(ctx, a.ExamID, a.StudentID, s.cfg.ViolationDetailCap)
+				return err
+			})
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, nil // no session yet: null, until the student starts one
+			}
+			return d, err
+		},
+	}, nil
+}
+
+func (s *Service) getViolations(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
+	var a struct {
+		ExamID string `json:"exam_id"`
+		Limit  *int   `json:"limit"`
+	}
+	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
+		return engine.Plan{}, err
+	}
+	limit := 50
+	if a.Limit != nil {
+		if *a.Limit < 1 || *a.Limit > 500 {
+			return engine.Plan{}, apperr.New(apperr.InvalidArgument, "limit must be between 1 and 500")
+		}
+		limit = *a.Limit
+	}
+	if _, err := s.exams.Watch(ctx, c.User, a.ExamID); err != nil {
+		return engine.Plan{}, err
+	}
+	return engine.Plan{
+		Keys:  []string{violationsKey(a.ExamID)},
+		Share: fmt.Sprintf("%s\x00%d", a.ExamID, limit),
+		Run: func(ctx context.Context) (v any, err error) {
+			err = s.db.Read(ctx, func(r *store.Reader) error {
+				v, err = r.Violations(ctx, a.ExamID, "", limit)
+				return err
+			})
+			return v, err
+		},
+	}, nil
+}
+
+func decodeExam(raw json.RawMessage, v any, examID *string) error {
+	if err := engine.Decode(raw, v); err != nil {
+		return err
+	}
+	return engine.ID("exam_id", *examID)
+}

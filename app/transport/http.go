@@ -1,0 +1,153 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"invigil/app/apperr"
+	"invigil/app/engine"
+	"invigil/app/identity"
+)
+
+// errorBody is every HTTP error's body.
+type errorBody struct {
+	Code         apperr.Code `json:"code"`
+	Message      string      `json:"message"`
+	RetryAfterMs int64       `json:"retry_after_ms,omitempty"`
+}
+
+func (s *Server) httpError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code := map[int]apperr.Code{
+			http.StatusNotFound: apperr.NotFound, http.StatusMethodNotAllowed: apperr.NotFound,
+			http.StatusRequestEntityTooLarge: apperr.TooLarge, http.StatusBadRequest: apperr.InvalidArgument,
+		}[he.Code]
+		if code == "" {
+			code = apperr.Internal
+		}
+		c.JSON(apperr.HTTPStatus(code), errorBody{Code: code, Message: http.StatusText(he.Code)})
+		return
+	}
+	e := apperr.As(err)
+	if e.Code == apperr.Internal {
+		s.log.Error("request failed", "path", c.Path(), "err", err)
+	}
+	if e.RetryAfterMs > 0 {
+		c.Response().Header().Set("Retry-After", itoa((e.RetryAfterMs+999)/1000))
+	}
+	c.JSON(apperr.HTTPStatus(e.Code), errorBody{Code: e.Code, Message: e.Message, RetryAfterMs: e.RetryAfterMs})
+}
+
+// readBody reads at most MaxFrameBytes; a larger body is too_large.
+func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	limit := int64(s.opts.MaxFrameBytes)
+	b, err := io.ReadAll(io.LimitReader(c.Request().Body, limit+1))
+	if err != nil {
+		return nil, apperr.New(apperr.InvalidArgument, "unreadable body")
+	}
+	if int64(len(b)) > limit {
+		return nil, apperr.New(apperr.TooLarge, "bodies are at most %d bytes", limit)
+	}
+	return b, nil
+}
+
+// bearer verifies the Authorization header; no header gives an anonymous
+// caller (for public queries), a bad one an error.
+func (s *Server) bearer(c echo.Context) (identity.User, error) {
+	h := c.Request().Header.Get("Authorization")
+	if h == "" {
+		return identity.User{}, nil
+	}
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return identity.User{}, apperr.New(apperr.Unauthenticated, "Authorization must be Bearer <token>")
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
+	defer cancel()
+	u, _, err := s.opts.Verifier.Verify(ctx, token)
+	return u, err
+}
+
+func (s *Server) apiCall(c echo.Context) error {
+	u, err := s.bearer(c)
+	if err != nil {
+		return err
+	}
+	if u.Anonymous() {
+		return apperr.New(apperr.Unauthenticated, "send Authorization: Bearer <token>")
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	v, err := s.invoke(engine.Caller{User: u}, c.Param("name"), body)
+	if err != nil {
+		return err
+	}
+	return c.JSONBlob(http.StatusOK, v)
+}
+
+func (s *Server) apiQuery(c echo.Context) error {
+	u, err := s.bearer(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	v, err := s.opts.Engine.Get(c.Request().Context(), engine.Caller{User: u}, c.Param("name"), body)
+	if err != nil {
+		return err
+	}
+	return c.JSONBlob(http.StatusOK, v)
+}
+
+// hook serves POST /hooks/{name}: verified with Standard Webhooks, then
+// handed to the registered handler, which ignores a replayed id.
+func (s *Server) hook(c echo.Context) error {
+	handler, ok := s.opts.Hooks[c.Param("name")]
+	if !ok {
+		return apperr.New(apperr.NotFound, "no hook %q", c.Param("name"))
+	}
+	if s.opts.HookAuth == nil {
+		return apperr.New(apperr.Unauthenticated, "hooks are disabled: set INVIGIL_WEBHOOK_SECRET")
+	}
+	b, err := io.ReadAll(io.LimitReader(c.Request().Body, 1<<20+1))
+	if err != nil {
+		return apperr.New(apperr.InvalidArgument, "unreadable body")
+	}
+	if len(b) > 1<<20 {
+		return apperr.New(apperr.TooLarge, "hook bodies are at most 1 MiB")
+	}
+	id, err := s.opts.HookAuth.Verify(c.Request().Header, b)
+	if err != nil {
+		return err
+	}
+	if err := handler(c.Request().Context(), id, b); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]bool{"ok": true})
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.opts.Engine.DB().Ping(ctx); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, errorBody{Code: apperr.Internal, Message: "database does not answer"})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
