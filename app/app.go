@@ -103,7 +103,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 	a.Engine = engine.New(db, engine.Options{Logger: d.Logger})
 	a.Exams = exam.NewRegistry(db)
 	a.Proctoring = proctoring.New(db, a.Exams, proctoring.Config{
-		HeartbeatMinInterval: cfg.HeartbeatMin, DisconnectAfter: cfg.DisconnectAfter, Logger: d.Logger,
+		HeartbeatMinInterval: cfg.HeartbeatMin, DisconnectAfter: cfg.DisconnectAfter,
+		ViolationDetailCap: cfg.ViolationDetailCap, Logger: d.Logger,
 	})
 	a.Proctoring.Register(a.Engine)
 
@@ -126,6 +127,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		Clock:           d.Clock,
 		Logger:          d.Logger,
 		DisconnectAfter: cfg.DisconnectAfter,
+		SendBuffer:      cfg.SendBuffer,
 	})
 	return a, nil
 }

@@ -26,6 +26,14 @@ type Config struct {
 	PresenceTTL     time.Duration
 	TypingTTL       time.Duration
 	Retention       time.Duration
+
+	// ViolationDetailCap is how many violation rows a session keeps (the
+	// count stays exact past it); 0 is the default, 500.
+	ViolationDetailCap int
+
+	// SendBuffer is how many frames a socket may have queued before it is
+	// closed as too slow; 0 is the default, 512.
+	SendBuffer int
 }
 
 // LoadConfig reads the environment (through getenv) and the flags in args.

@@ -29,7 +29,7 @@
 import { connect } from '/static/invigil.js';
 import {
   pageGetToken, examIdFromLocation, connIndicator, renderWho, tokenIdentity,
-  h, setText, errorText, signInHref,
+  h, setText, errorText, signInHref, storedToken, storedDemoUser,
 } from '/static/common.js';
 
 // ------------------------------------------------------------------ the demo exam
@@ -136,9 +136,11 @@ function fail(err) {
   setStatus('error', `${FINAL_START_ERRORS[err.code] || 'Cannot start the exam'} (${err.code})`);
   els.message.replaceChildren(
     h('strong', null, 'You cannot take this exam.'), ' ', h('span', { id: 'message-text' }, text),
-    err.code === 'unauthenticated' || err.code === 'forbidden'
-      ? h('a', { class: 'button', href: signInHref() }, 'Sign in as someone else') : null,
   );
+  if (err.code === 'unauthenticated' || err.code === 'forbidden') {
+    els.message.append(h('a', { class: 'button', href: signInHref() },
+      err.code === 'unauthenticated' ? 'Sign in' : 'Sign in as someone else'));
+  }
   els.message.dataset.code = err.code;
   els.message.hidden = false;
   els.body.hidden = true;
@@ -356,7 +358,7 @@ function choose(j) {
   persist();
   renderQuestion();
   // Let the tutor see progress promptly, within the server's rate limit.
-  if (firstAnswer && phase === 'active' && Date.now() - lastHbAt >= HEARTBEAT_MIN_GAP_MS) heartbeatSoon();
+  if (firstAnswer && phase === 'active' && !hbInFlight) heartbeatSoon();
 }
 
 els.prev.addEventListener('click', () => go(current - 1));
@@ -415,7 +417,12 @@ $('reset').addEventListener('click', () => {
 // ------------------------------------------------------------------ go
 
 renderQuestion();
-if (saved.submitted) {
+if (!storedToken() && !storedDemoUser()) {
+  // No credentials at all: say so instead of opening a socket that can only fail.
+  client.close();
+  setText($('conn'), 'Not signed in');
+  fail({ code: 'unauthenticated', message: '' });
+} else if (saved.submitted) {
   // Submitted earlier on this device: do not re-open the session by reloading.
   finish();
 } else {

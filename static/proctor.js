@@ -15,6 +15,7 @@ import { connect } from '/static/invigil.js';
 import {
   pageGetToken, examIdFromLocation, connIndicator, renderWho, tokenIdentity,
   h, setText, errorText, fmtClock, fmtAgo, parseTime, secondsSince, signInHref,
+  storedToken, storedDemoUser,
 } from '/static/common.js';
 
 const examId = examIdFromLocation();
@@ -82,6 +83,7 @@ function subFailed(err) {
   stopSubs();
   showMessage(err);
   if (!sessionsLoaded) els.empty.hidden = true;
+  if (!violationsLoaded) setText(streamEmpty, 'Not available.');
 }
 
 // ------------------------------------------------------------------ messages
@@ -99,7 +101,7 @@ function showMessage(err) {
     h('span', { id: 'message-text' }, errorText(err, specific)),
     ' ',
     (err.code === 'unauthenticated' || err.code === 'forbidden')
-      ? h('a', { class: 'button', href: signInHref() }, 'Sign in') : '',
+      ? h('a', { class: 'button', href: signInHref() }, err.code === 'forbidden' ? 'Sign in as someone else' : 'Sign in') : '',
     h('button', { type: 'button', onclick: () => startSubs() }, 'Retry'),
   );
   els.message.dataset.code = err.code || '';
@@ -483,4 +485,11 @@ els.sort.addEventListener('change', () => {
 // ------------------------------------------------------------------ go
 
 renderStream(new Set());
-startSubs();
+if (!storedToken() && !storedDemoUser()) {
+  // No credentials at all: say so instead of opening a socket that can only fail.
+  client.close();
+  setText($('conn'), 'Not signed in');
+  subFailed({ code: 'unauthenticated', message: '' });
+} else {
+  startSubs();
+}

@@ -58,6 +58,8 @@ type DB struct {
 	maxBatch int
 
 	queue     chan *writeReq
+	closeMu   sync.RWMutex // held shared while enqueueing, so Close sees every queued write
+	closed    bool
 	stop      chan struct{}
 	stopped   chan struct{}
 	closeOnce sync.Once
@@ -141,7 +143,12 @@ func dsn(path string, readOnly bool) string {
 
 // Close stops the writer after the queued writes and closes the database.
 func (db *DB) Close() error {
-	db.closeOnce.Do(func() { close(db.stop) })
+	db.closeOnce.Do(func() {
+		db.closeMu.Lock()
+		db.closed = true
+		db.closeMu.Unlock()
+		close(db.stop)
+	})
 	<-db.stopped
 	return errors.Join(db.read.Close(), db.write.Close())
 }
@@ -186,11 +193,16 @@ func (tx *Tx) Now() time.Time { return tx.now }
 // undone; no key it touched is published.
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	req := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return ErrClosed
+	}
 	select {
 	case db.queue <- req:
-	case <-db.stop:
-		return ErrClosed
+		db.closeMu.RUnlock()
 	case <-ctx.Done():
+		db.closeMu.RUnlock()
 		return ctx.Err()
 	}
 	// Once queued, wait for the outcome even if ctx ends: the write may commit.
@@ -328,4 +340,11 @@ func NewID(prefix string, now time.Time) string {
 		panic(err) // crypto/rand never fails on supported platforms
 	}
 	return fmt.Sprintf("%s%011x%s", prefix, now.UnixMilli(), hex.EncodeToString(b[:]))
+}
+
+// Pragma reads a pragma's value (tests check the DSN took effect).
+func (r *Reader) Pragma(ctx context.Context, name string) (string, error) {
+	var v string
+	err := r.q.QueryRowContext(ctx, "PRAGMA "+name).Scan(&v)
+	return v, err
 }

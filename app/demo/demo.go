@@ -163,7 +163,7 @@ func (s *student) run(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		s.conn++
-		s.question, s.answered = 0, 0
+		s.question, s.answered = 1, 0
 		if s.call(ctx, "proctoring.startSession", map[string]any{"exam_id": ExamID}) != nil {
 			if !s.sleep(ctx, 30*time.Second) {
 				return
@@ -202,7 +202,7 @@ func (s *student) step(ctx context.Context) {
 	}
 	if s.rng.IntN(3) > 0 {
 		s.answered++
-		s.question = s.answered % Questions
+		s.question = s.answered%Questions + 1 // 1-based, as the student page sends it
 	}
 	s.call(ctx, "proctoring.heartbeat", map[string]any{
 		"exam_id": ExamID, "current_question": s.question, "answered_count": min(s.answered, Questions),

@@ -323,15 +323,23 @@ func (c *wsConn) subscribe(f inFrame) {
 		return
 	}
 	c.mu.Lock()
-	_, dup := c.subs[f.ID]
+	old, dup := c.subs[f.ID]
 	full := len(c.subs) >= c.srv.opts.MaxSubs
 	ws := &wsSub{query: f.Query, args: f.Args}
-	if !dup && !full {
+	switch {
+	case dup:
+		// The error below carries the id, and an error with a
+		// subscription's id ends it: the client drops it, so must we.
+		delete(c.subs, f.ID)
+	case !full:
 		c.subs[f.ID] = ws
 	}
 	c.mu.Unlock()
 	switch {
 	case dup:
+		if old.sub != nil {
+			old.sub.Close()
+		}
 		c.sendError(f.ID, apperr.New(apperr.InvalidArgument, "subscription id %q is in use", f.ID))
 	case full:
 		c.sendError(f.ID, apperr.New(apperr.TooLarge, "at most %d subscriptions per socket", c.srv.opts.MaxSubs))

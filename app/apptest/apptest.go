@@ -1,0 +1,204 @@
+// Package apptest boots the whole invigil wiring on a loopback port for
+// end-to-end tests and benchmarks: a real SQLite file in a temp dir, real
+// HTTP and WebSockets, tokens from an in-process issuer, signed hooks.
+package apptest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"invigil/app"
+	"invigil/app/auth"
+	"invigil/app/exam"
+	"invigil/app/identity"
+	"invigil/app/webhook"
+	"invigil/static"
+	"invigil/store/storetest"
+)
+
+// Issuer is the token issuer the harness trusts.
+const Issuer = "https://test-ref.supabase.co/auth/v1"
+
+// HookSecret signs the harness's hooks.
+const HookSecret = "whsec_dGVzdC1zZWNyZXQtZm9yLWludmlnaWwtaG9va3M="
+
+// Harness is a running invigil.
+type Harness struct {
+	T      testing.TB
+	App    *app.App
+	Server *httptest.Server
+	URL    string
+	Clock  clockwork.Clock
+	Fake   *clockwork.FakeClock // nil with a real clock
+	Dev    *auth.DevIssuer
+}
+
+// Option adjusts the configuration before boot.
+type Option func(*app.Config, *app.Deps)
+
+// WithRealClock boots with the real clock (browser tests, benchmarks).
+func WithRealClock() Option {
+	return func(_ *app.Config, d *app.Deps) { d.Clock = clockwork.NewRealClock() }
+}
+
+// WithConfig edits the configuration.
+func WithConfig(f func(*app.Config)) Option {
+	return func(c *app.Config, _ *app.Deps) { f(c) }
+}
+
+// WithAuth edits the token verifier's configuration, e.g. to also trust a
+// JWKS served by the test (auth.Config.JWKSURL) or an HS256 secret. Tokens
+// from Harness.Token stay valid unless f sets KeySet.
+func WithAuth(f func(*auth.Config)) Option {
+	return func(_ *app.Config, d *app.Deps) { f(&d.AuthKeys) }
+}
+
+// Boot starts invigil; everything stops when the test ends.
+func Boot(t testing.TB, opts ...Option) *Harness {
+	t.Helper()
+	fake := clockwork.NewFakeClockAt(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
+	cfg := app.Config{
+		DB:              filepath.Join(t.TempDir(), "invigil.db"),
+		SupabaseURL:     strings.TrimSuffix(Issuer, "/auth/v1"),
+		WebhookSecret:   HookSecret,
+		HeartbeatMin:    5 * time.Second,
+		DisconnectAfter: 25 * time.Second,
+		PresenceTTL:     60 * time.Second,
+		TypingTTL:       6 * time.Second,
+		Retention:       24 * time.Hour,
+	}
+	deps := app.Deps{
+		Schema: storetest.Schema(t), Static: static.FS, Clock: fake,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(&cfg, &deps)
+	}
+	dev, err := auth.NewDevIssuer(Issuer, deps.Clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Options may add ways to verify tokens (a JWKS URL, an HS256 secret);
+	// the dev issuer's keys stay trusted unless an option sets its own KeySet.
+	if deps.AuthKeys.Issuer == "" {
+		deps.AuthKeys.Issuer = Issuer
+	}
+	if deps.AuthKeys.KeySet == nil {
+		deps.AuthKeys.KeySet = dev.KeySet()
+	}
+	a, err := app.New(context.Background(), cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Server.Handler())
+	t.Cleanup(func() {
+		a.Server.Shutdown(context.Background())
+		srv.Close()
+		a.Close()
+	})
+	h := &Harness{T: t, App: a, Server: srv, URL: srv.URL, Clock: deps.Clock, Dev: dev}
+	if fc, ok := deps.Clock.(*clockwork.FakeClock); ok {
+		h.Fake = fc
+	}
+	return h
+}
+
+// Token signs a token for u valid for an hour (of the harness's clock).
+func (h *Harness) Token(u identity.User) string {
+	return h.TokenTTL(u, time.Hour)
+}
+
+// TokenTTL signs a token for u valid for ttl.
+func (h *Harness) TokenTTL(u identity.User, ttl time.Duration) string {
+	h.T.Helper()
+	tok, err := h.Dev.Sign(u, u.ID+"@example.com", ttl)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	return tok
+}
+
+// Hook posts a signed hook delivery and returns the status and body.
+func (h *Harness) Hook(path, id string, body any) (int, string) {
+	h.T.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	hdr, err := webhook.Sign(HookSecret, id, h.Clock.Now(), b)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	return h.Post(path, hdr, b)
+}
+
+// Post sends a raw POST.
+func (h *Harness) Post(path string, hdr http.Header, body []byte) (int, string) {
+	h.T.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.URL+path, bytes.NewReader(body))
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(out)
+}
+
+// Exam registers an exam through the signed hook.
+func (h *Harness) Exam(r exam.Registration) {
+	h.T.Helper()
+	if code, body := h.Hook("/hooks/exams", fmt.Sprintf("msg_%s_%d", r.ExamID, time.Now().UnixNano()), r); code != http.StatusOK {
+		h.T.Fatalf("register exam %s: %d %s", r.ExamID, code, body)
+	}
+}
+
+// Call invokes a function over HTTP as u; it returns the status and body.
+func (h *Harness) Call(u identity.User, fn string, args any) (int, string) {
+	h.T.Helper()
+	b, _ := json.Marshal(args)
+	hdr := http.Header{}
+	if u.ID != "" {
+		hdr.Set("Authorization", "Bearer "+h.Token(u))
+	}
+	return h.Post("/api/call/"+fn, hdr, b)
+}
+
+// Query reads a query over HTTP as u.
+func (h *Harness) Query(u identity.User, query string, args any) (int, string) {
+	h.T.Helper()
+	b, _ := json.Marshal(args)
+	hdr := http.Header{}
+	if u.ID != "" {
+		hdr.Set("Authorization", "Bearer "+h.Token(u))
+	}
+	return h.Post("/api/query/"+query, hdr, b)
+}
+
+// Advance moves the fake clock.
+func (h *Harness) Advance(d time.Duration) {
+	h.T.Helper()
+	if h.Fake == nil {
+		h.T.Fatal("Advance needs the fake clock")
+	}
+	h.Fake.Advance(d)
+}

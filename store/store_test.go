@@ -1,0 +1,142 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/jonboulle/clockwork"
+
+	"invigil/store"
+	"invigil/store/storetest"
+)
+
+func TestWALAndPragmas(t *testing.T) {
+	db := storetest.MustOpen(t, nil)
+	err := db.Read(context.Background(), func(r *store.Reader) error {
+		for pragma, want := range map[string]string{"journal_mode": "wal", "foreign_keys": "1", "synchronous": "1", "busy_timeout": "10000"} {
+			got, err := r.Pragma(context.Background(), pragma)
+			if err != nil {
+				return err
+			}
+			if got != want {
+				t.Errorf("PRAGMA %s = %s, want %s", pragma, got, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A failing write in a group-committed batch undoes itself alone, and only
+// the committed writes' keys reach the commit hook.
+func TestGroupCommitIsolatesWrites(t *testing.T) {
+	db := storetest.MustOpen(t, clockwork.NewRealClock())
+	var mu sync.Mutex
+	var published []string
+	db.OnCommit(func(seq uint64, keys []string) {
+		mu.Lock()
+		published = append(published, keys...)
+		mu.Unlock()
+	})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 100)
+	for i := range 100 {
+		wg.Go(func() {
+			errs[i] = db.Update(ctx, func(tx *store.Tx) error {
+				id := fmt.Sprintf("e%03d", i)
+				tx.Touch("exam:" + id)
+				if err := tx.UpsertExam(ctx, store.Exam{ID: id, Title: "t", Status: "open"}); err != nil {
+					return err
+				}
+				if i%5 == 0 {
+					return errors.New("refused")
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	var wantKeys []string
+	for i, err := range errs {
+		id := fmt.Sprintf("e%03d", i)
+		_, readErr := db.Exam(ctx, id)
+		if i%5 == 0 {
+			if err == nil || !errors.Is(readErr, store.ErrNotFound) {
+				t.Fatalf("write %d should fail and leave nothing: err=%v read=%v", i, err, readErr)
+			}
+			continue
+		}
+		if err != nil || readErr != nil {
+			t.Fatalf("write %d should commit: err=%v read=%v", i, err, readErr)
+		}
+		wantKeys = append(wantKeys, "exam:"+id)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(published)
+	if !slices.Equal(published, wantKeys) {
+		t.Fatalf("published keys differ from committed writes:\n got %v\nwant %v", published, wantKeys)
+	}
+}
+
+func TestPanickingWriteIsContained(t *testing.T) {
+	db := storetest.MustOpen(t, nil)
+	ctx := context.Background()
+	err := db.Update(ctx, func(tx *store.Tx) error {
+		tx.UpsertExam(ctx, store.Exam{ID: "p", Title: "t", Status: "open"})
+		panic("boom")
+	})
+	if err == nil {
+		t.Fatal("a panicking write must fail")
+	}
+	if _, err := db.Exam(ctx, "p"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a panicking write left a row: %v", err)
+	}
+	if err := db.Update(ctx, func(tx *store.Tx) error {
+		return tx.UpsertExam(ctx, store.Exam{ID: "q", Title: "t", Status: "open"})
+	}); err != nil {
+		t.Fatalf("the writer died with the panic: %v", err)
+	}
+}
+
+func TestSchemaCheckRefusesBadRows(t *testing.T) {
+	db := storetest.MustOpen(t, nil)
+	ctx := context.Background()
+	err := db.Update(ctx, func(tx *store.Tx) error {
+		return tx.UpsertExam(ctx, store.Exam{ID: "x", Title: "t", Status: "bogus"})
+	})
+	if err == nil {
+		t.Fatal("status outside the CHECK list was stored")
+	}
+}
+
+func TestClosedStoreRefusesWrites(t *testing.T) {
+	db := storetest.MustOpen(t, nil)
+	db.Close()
+	if err := db.Update(context.Background(), func(*store.Tx) error { return nil }); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("want ErrClosed, got %v", err)
+	}
+}
+
+func TestHookClaimIsOnce(t *testing.T) {
+	db := storetest.MustOpen(t, nil)
+	ctx := context.Background()
+	var got []bool
+	for range 2 {
+		db.Update(ctx, func(tx *store.Tx) error {
+			fresh, err := tx.ClaimHook(ctx, "msg_1")
+			got = append(got, fresh)
+			return err
+		})
+	}
+	if !slices.Equal(got, []bool{true, false}) {
+		t.Fatalf("claims: want [true false], got %v", got)
+	}
+}
