@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -62,9 +63,9 @@ func (s *Server) newMelody() *melody.Melody {
 		// melody drops the frame when a socket's buffer is full and only
 		// tells us here: a dropped frame is a stale screen, so the socket
 		// dies and the client reconnects to fresh values.
-		if errors.Is(err, melody.ErrMessageBufferFull) {
+		if c := s.conn(ms); errors.Is(err, melody.ErrMessageBufferFull) && c.overflowed.CompareAndSwap(false, true) {
 			s.metrics.slowClosed.Add(1)
-			s.conn(ms).kill("send buffer full: client too slow")
+			c.kill("send buffer full: client too slow")
 		}
 	})
 	return m
@@ -104,6 +105,8 @@ type wsConn struct {
 	id  uint64
 	rec *hijackRecorder
 	ms  *melody.Session
+
+	overflowed atomic.Bool // its send buffer filled once: it is being closed
 
 	mu          sync.Mutex
 	user        identity.User
@@ -169,7 +172,10 @@ func stop(t clockwork.Timer) {
 
 // kill closes the socket at once, without waiting for queued frames.
 func (c *wsConn) kill(reason string) {
-	c.srv.log.Info("closing socket", "conn", c.id, "user_id", c.user.ID, "reason", reason)
+	c.mu.Lock()
+	user := c.user.ID
+	c.mu.Unlock()
+	c.srv.log.Info("closing socket", "conn", c.id, "user_id", user, "reason", reason)
 	if c.rec.conn != nil {
 		c.rec.conn.Close()
 	}
@@ -189,7 +195,7 @@ func (c *wsConn) send(f outFrame) {
 func (c *wsConn) sendError(id string, err error) {
 	e := apperr.As(err)
 	if e.Code == apperr.Internal {
-		c.srv.log.Error("socket request failed", "conn", c.id, "user_id", c.user.ID, "err", err)
+		c.srv.log.Error("socket request failed", "conn", c.id, "err", err)
 	}
 	c.send(outFrame{Type: "error", ID: id, Code: e.Code, Message: e.Message, RetryAfterMs: e.RetryAfterMs})
 }
