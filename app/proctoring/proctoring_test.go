@@ -1,0 +1,118 @@
+package proctoring_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"invigil/app/apperr"
+	"invigil/app/engine"
+	"invigil/app/exam"
+	"invigil/app/identity"
+	"invigil/app/proctoring"
+	"invigil/store"
+	"invigil/store/storetest"
+)
+
+// These tests drive the feature through the engine, with no socket: a
+// connection is only a number here.
+
+var ann = identity.User{ID: "ann", Role: identity.Student, Name: "Ann"}
+
+func setup(t *testing.T) (*engine.Engine, *store.DB, *clockwork.FakeClock) {
+	t.Helper()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC))
+	db := storetest.MustOpen(t, clock)
+	e := engine.New(db, engine.Options{})
+	t.Cleanup(e.Close)
+	reg := exam.NewRegistry(db)
+	proctoring.New(db, reg, proctoring.Config{}).Register(e)
+	if err := reg.Register(context.Background(), exam.Registration{ExamID: "e1", Title: "E1", TutorIDs: []string{}, Status: exam.Open}); err != nil {
+		t.Fatal(err)
+	}
+	return e, db, clock
+}
+
+func call(t *testing.T, e *engine.Engine, conn uint64, fn string, args any) (store.Session, error) {
+	t.Helper()
+	raw, _ := json.Marshal(args)
+	v, err := e.Call(context.Background(), engine.Caller{User: ann, Conn: conn}, fn, raw)
+	if err != nil {
+		return store.Session{}, err
+	}
+	s, _ := v.(store.Session)
+	return s, nil
+}
+
+func status(t *testing.T, db *store.DB) string {
+	t.Helper()
+	var s store.Session
+	err := db.Read(context.Background(), func(r *store.Reader) (err error) {
+		s, err = r.Session(context.Background(), "e1", ann.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Status
+}
+
+func TestLastTabClosingDisconnects(t *testing.T) {
+	e, db, _ := setup(t)
+	first, err := call(t, e, 1, "proctoring.startSession", map[string]string{"exam_id": "e1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := call(t, e, 2, "proctoring.startSession", map[string]string{"exam_id": "e1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.ID != second.ID {
+		t.Fatalf("a second tab got a new session: %s then %s", first.ID, second.ID)
+	}
+	e.ConnClosed(1)
+	if got := status(t, db); got != "active" {
+		t.Fatalf("one of two tabs closed: want active, got %s", got)
+	}
+	e.ConnClosed(2)
+	if got := status(t, db); got != "disconnected" {
+		t.Fatalf("last tab closed: want disconnected, got %s", got)
+	}
+	if _, err := call(t, e, 3, "proctoring.startSession", map[string]string{"exam_id": "e1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(t, db); got != "active" {
+		t.Fatalf("rejoined: want active, got %s", got)
+	}
+}
+
+func TestSubmittedSessionStaysSubmitted(t *testing.T) {
+	e, db, clock := setup(t)
+	call(t, e, 1, "proctoring.startSession", map[string]string{"exam_id": "e1"})
+	if _, err := call(t, e, 1, "proctoring.endSession", map[string]string{"exam_id": "e1"}); err != nil {
+		t.Fatal(err)
+	}
+	e.ConnClosed(1) // closing the tab after submitting is not a disconnect
+	if got := status(t, db); got != "submitted" {
+		t.Fatalf("want submitted, got %s", got)
+	}
+	clock.Advance(time.Minute)
+	for _, fn := range []string{"proctoring.startSession", "proctoring.endSession", "proctoring.heartbeat"} {
+		_, err := call(t, e, 2, fn, map[string]any{"exam_id": "e1", "current_question": 1, "answered_count": 1})
+		if apperr.CodeOf(err) != apperr.Conflict {
+			t.Fatalf("%s after submit: want conflict, got %v", fn, err)
+		}
+	}
+}
+
+func TestHTTPHeartbeatsAreNotTiedToASocket(t *testing.T) {
+	e, db, _ := setup(t)
+	call(t, e, 0, "proctoring.startSession", map[string]string{"exam_id": "e1"})
+	e.ConnClosed(0) // conn 0 is plain HTTP: nothing to close
+	if got := status(t, db); got != "active" {
+		t.Fatalf("want active, got %s", got)
+	}
+}
