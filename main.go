@@ -73,7 +73,7 @@ func run(log *slog.Logger) error {
 		if err := demo.Seed(ctx, a.Exams); err != nil {
 			return err
 		}
-		go demo.Simulate(ctx, a.Engine, cfg.DemoStudents, clock, log)
+		go demo.Simulate(ctx, a.Engine, cfg.DemoStudents, clock, log, a.Proctoring.ResetSession)
 		fmt.Fprintf(os.Stderr, "\n  invigil demo: open http://%s/  (sign in as the tutor, then watch /proctor/demo)\n\n", l.Addr())
 	}
 	log.Info("invigil listening", "addr", l.Addr().String(), "db", cfg.DB, "demo", cfg.Demo)

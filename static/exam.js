@@ -104,7 +104,7 @@ const client = connect({
 const FINAL_START_ERRORS = {
   forbidden: 'You are not registered for this exam.',
   not_found: `There is no exam "${examId}".`,
-  conflict: 'This exam is not open right now.',
+  conflict: 'This exam cannot be started right now.',
   unauthenticated: 'Sign in to take this exam.',
   invalid_argument: 'This exam link is not valid.',
 };
@@ -115,6 +115,9 @@ async function startSession(attempt = 0) {
   try {
     session = await client.call('proctoring.startSession', { exam_id: examId });
   } catch (e) {
+    // conflict is also the answer for a session already submitted (from
+    // another tab or device): show it as finished, not as a closed exam.
+    if (e.code === 'conflict' && /submitted/i.test(e.message || '')) { finish('You already submitted this exam.'); return; }
     if (e.code in FINAL_START_ERRORS) { fail(e); return; }
     const delay = e.code === 'rate_limited' ? (e.retryAfterMs ?? 2000) : Math.min(10_000, 1000 * 2 ** attempt);
     setTimeout(() => startSession(attempt + 1), delay);
@@ -125,6 +128,9 @@ async function startSession(attempt = 0) {
   setStatus('active', 'In progress');
   renderNav();
   flushPendingViolations();
+  // startSession counts as a heartbeat on the server (a sooner one would be
+  // refused as rate_limited), so the first one goes out a little later.
+  lastHbAt = Date.now();
   heartbeatSoon();
 }
 

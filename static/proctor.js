@@ -152,6 +152,9 @@ els.alertDismiss.addEventListener('click', acknowledge);
 
 function nameOf(s) { return s?.student_name || s?.student_id || 'unknown student'; }
 
+// current_question is 1-based; 0 (or missing) means no heartbeat has reported one yet.
+function questionOf(s) { return s?.current_question > 0 ? s.current_question : '—'; }
+
 function onSessions(value) {
   const list = Array.isArray(value) ? value : [];
   const newlyDisconnected = [];
@@ -281,7 +284,7 @@ function updateCard(c, s) {
   setText(c.name, nameOf(s));
   setText(c.status, status);
   c.status.className = `status s-${status}`;
-  setText(c.question, s.current_question ?? '—');
+  setText(c.question, questionOf(s));
   setText(c.answered, s.answered_count ?? 0);
   const n = s.violation_count || 0;
   setText(c.violations, n);
@@ -443,7 +446,7 @@ function renderDetail(s) {
     h('dl', { class: 'kv' },
       kv('Student', `${nameOf(s)} (${s.student_id ?? '?'})`),
       kv('Status', status),
-      kv('Current question', s.current_question ?? '—'),
+      kv('Current question', questionOf(s)),
       kv('Answered', s.answered_count ?? 0),
       kv('Violations', s.violation_count ?? list.length),
       kv('Last heartbeat', hbEl),

@@ -232,3 +232,16 @@ func (tx *Tx) AddViolation(ctx context.Context, v Violation, keepDetail bool) (V
 	}
 	return v, nil
 }
+
+// DeleteSession removes a session and its violations.
+func (tx *Tx) DeleteSession(ctx context.Context, examID, studentID string) error {
+	for _, q := range []string{
+		`DELETE FROM violations WHERE exam_id = ? AND student_id = ?`,
+		`DELETE FROM exam_sessions WHERE exam_id = ? AND student_id = ?`,
+	} {
+		if _, err := tx.tx.ExecContext(ctx, q, examID, studentID); err != nil {
+			return fmt.Errorf("delete session %s/%s: %w", examID, studentID, err)
+		}
+	}
+	return nil
+}

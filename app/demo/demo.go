@@ -100,16 +100,19 @@ var firstNames = []string{"Ada", "Ben", "Chloé", "Dmitri", "Esi", "Farah", "Gab
 	"Kwame", "Lena", "Mateo", "Nia", "Oskar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor",
 	"Wen", "Xavier", "Yara", "Zoe"}
 
+// Reset clears one student's session so that they can sit the exam again.
+type Reset func(ctx context.Context, examID, studentID string) error
+
 // Simulate runs n simulated students until ctx ends. Each acts through the
 // engine exactly as a socket would, with its own connection id.
-func Simulate(ctx context.Context, e *engine.Engine, n int, clock clockwork.Clock, log *slog.Logger) {
+func Simulate(ctx context.Context, e *engine.Engine, n int, clock clockwork.Clock, log *slog.Logger, reset Reset) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			st := &student{
-				e: e, clock: clock, log: log,
+				e: e, clock: clock, log: log, reset: reset,
 				rng: rand.New(rand.NewPCG(uint64(i), 42)),
 				user: identity.User{ID: fmt.Sprintf("sim-%02d", i+1), Role: identity.Student,
 					Name: fmt.Sprintf("%s %c.", firstNames[i%len(firstNames)], 'A'+rune(i/len(firstNames)%26))},
@@ -125,6 +128,7 @@ type student struct {
 	e     *engine.Engine
 	clock clockwork.Clock
 	log   *slog.Logger
+	reset Reset
 	rng   *rand.Rand
 	user  identity.User
 	conn  uint64
@@ -154,9 +158,10 @@ func (s *student) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // run is one student's life: arrive at a random moment, then every ~10 s
-// heartbeat and maybe answer; now and then a violation or a dropped
-// connection; submit at the end and, after a pause, sit the exam again so
-// the demo never runs dry.
+// heartbeat and now and then answer; sometimes a violation or a dropped
+// connection; submit a little after the last answer. A minute later the
+// demo clears the submitted session and the student sits again, so the
+// grid never runs dry.
 func (s *student) run(ctx context.Context) {
 	if !s.sleep(ctx, time.Duration(s.rng.IntN(8000))*time.Millisecond) {
 		return
@@ -170,15 +175,23 @@ func (s *student) run(ctx context.Context) {
 			}
 			continue
 		}
-		for s.answered < Questions*3 && ctx.Err() == nil {
+		linger := 2 + s.rng.IntN(4) // heartbeats between the last answer and submitting
+		for linger > 0 && ctx.Err() == nil {
 			if !s.sleep(ctx, 10*time.Second+time.Duration(s.rng.IntN(1000))*time.Millisecond) {
 				return
 			}
 			s.step(ctx)
+			if s.answered == Questions {
+				linger--
+			}
 		}
 		s.call(ctx, "proctoring.endSession", map[string]any{"exam_id": ExamID})
 		s.e.ConnClosed(s.conn)
 		if !s.sleep(ctx, 60*time.Second) {
+			return
+		}
+		if err := s.reset(ctx, ExamID, s.user.ID); err != nil {
+			s.log.Warn("demo reset failed", "user_id", s.user.ID, "err", err)
 			return
 		}
 	}
@@ -200,12 +213,12 @@ func (s *student) step(ctx context.Context) {
 			"detail": "simulated", "client_ts": s.clock.Now().UTC().Format(time.RFC3339Nano),
 		})
 	}
-	if s.rng.IntN(3) > 0 {
+	if s.answered < Questions && s.rng.IntN(4) == 0 {
 		s.answered++
-		s.question = s.answered%Questions + 1 // 1-based, as the student page sends it
+		s.question = min(s.answered+1, Questions) // 1-based, as the student page sends it
 	}
 	s.call(ctx, "proctoring.heartbeat", map[string]any{
-		"exam_id": ExamID, "current_question": s.question, "answered_count": min(s.answered, Questions),
+		"exam_id": ExamID, "current_question": s.question, "answered_count": s.answered,
 		"network": map[string]any{"rtt_ms": 40 + s.rng.IntN(200), "effective_type": "4g"},
 	})
 }

@@ -108,3 +108,14 @@ func (s *Service) disconnect(ctx context.Context, keys []store.SessionKey, cutof
 	})
 	return n, err
 }
+
+// ResetSession deletes a student's session and its violations, as if they
+// had never joined. Only the demo uses it, to let simulated students sit
+// the exam again; no client function reaches it.
+func (s *Service) ResetSession(ctx context.Context, examID, studentID string) error {
+	return s.db.Update(ctx, func(tx *store.Tx) error {
+		s.touchSession(tx, examID, studentID)
+		tx.Touch(violationsKey(examID))
+		return tx.DeleteSession(ctx, examID, studentID)
+	})
+}

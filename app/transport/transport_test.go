@@ -105,7 +105,10 @@ func TestCallsAreRateLimitedPerUser(t *testing.T) {
 
 func TestHooksRefusedWithoutSecret(t *testing.T) {
 	srv, _ := serve(t, transport.Options{Hooks: map[string]transport.HookHandler{
-		"exams": func(context.Context, string, []byte) error { t.Error("an unsigned hook reached its handler"); return nil },
+		"exams": func(context.Context, string, []byte) error {
+			t.Error("an unsigned hook reached its handler")
+			return nil
+		},
 	}})
 	if status, body := post(t, srv.URL+"/hooks/exams", "", `{}`); status != 401 {
 		t.Fatalf("want 401, got %d %s", status, body)
