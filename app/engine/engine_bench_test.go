@@ -7,7 +7,7 @@ package engine_test
 // BenchmarkEngineFanout: one committed write → every one of N subscribers of
 // the same (query, args) has its sink called. The engine gathers
 // invalidations for Options.Window (5 ms by default) before re-running, so
-// that window is a floor under ns/op; the window=50µs variant shows the
+// that window is a floor under ns/op; the window=50us variant shows the
 // engine's own cost.
 //
 // BenchmarkEnginePrecision: 1000 live instances on distinct keys; each write

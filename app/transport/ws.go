@@ -192,6 +192,29 @@ func (c *wsConn) send(f outFrame) {
 	}
 }
 
+// write queues an encoded frame.
+func (c *wsConn) write(b []byte) {
+	if c.ms != nil {
+		c.ms.Write(b) // never blocks; a full buffer kills the socket
+	}
+}
+
+// dataPrefix is the start of every data frame of subscription id.
+func dataPrefix(id string) []byte {
+	idJSON, _ := json.Marshal(id)
+	return append(append([]byte(`{"type":"data","id":`), idJSON...), `,"value":`...)
+}
+
+// dataFrame wraps a value the engine encoded with json.Marshal (so valid,
+// compact and HTML-escaped already) in a data frame, byte for byte what
+// json.Marshal(outFrame{...}) gives, without re-scanning the value through
+// json's compactor once per subscriber: that was ~40 % of the CPU of
+// pushing one result to 1000 sockets.
+func dataFrame(prefix []byte, v json.RawMessage) []byte {
+	b := make([]byte, 0, len(prefix)+len(v)+1)
+	return append(append(append(b, prefix...), v...), '}')
+}
+
 func (c *wsConn) sendError(id string, err error) {
 	e := apperr.As(err)
 	if e.Code == apperr.Internal {
@@ -359,7 +382,8 @@ func (c *wsConn) open(id string, ws *wsSub) {
 	caller, _ := c.caller()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sink := func(v json.RawMessage) { c.send(outFrame{Type: "data", ID: id, Value: v}) }
+	prefix := dataPrefix(id)
+	sink := func(v json.RawMessage) { c.write(dataFrame(prefix, v)) }
 	sub, err := c.srv.opts.Engine.Subscribe(ctx, caller, ws.query, ws.args, sink)
 	c.mu.Lock()
 	current := c.subs[id] == ws && !c.dead

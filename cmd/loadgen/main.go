@@ -184,7 +184,9 @@ func Pct(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
 }
 
-func msStr(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + " ms" }
+func msStr(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + " ms"
+}
 
 // Print writes the summary.
 func (r *Report) Print(w io.Writer) {
@@ -303,11 +305,29 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tutor setup: %w", err)
 	}
-	fmt.Fprintf(logw, "loadgen: %d tutors watching; connecting %d students…\n", cfg.Tutors, cfg.Students)
-	parallel(setupCtx, cfg.Students, 64, func(i int) error {
-		students[i].open(setupCtx) // failures are counted as failed startSession calls
-		return nil
-	})
+	// Students arrive spread over one interval, so that their heartbeats
+	// are spread over it too (a session's start counts as a heartbeat).
+	fmt.Fprintf(logw, "loadgen: %d tutors watching; %d students joining over %s…\n", cfg.Tutors, cfg.Students, cfg.Interval)
+	var (
+		joined sync.WaitGroup
+		slots  = make(chan struct{}, 64)
+	)
+	for i, s := range students {
+		at := setupStart.Add(time.Duration(int64(cfg.Interval) * int64(i) / int64(cfg.Students)))
+		select {
+		case <-time.After(time.Until(at)):
+		case <-setupCtx.Done():
+		}
+		if setupCtx.Err() != nil {
+			break
+		}
+		slots <- struct{}{}
+		joined.Go(func() {
+			defer func() { <-slots }()
+			s.open(setupCtx) // failures are counted as failed startSession calls
+		})
+	}
+	joined.Wait()
 	defer func() {
 		for _, s := range students {
 			if s.conn != nil {
@@ -329,6 +349,8 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	for _, s := range students {
 		if s.conn != nil {
 			wg.Go(func() { s.run(runCtx, start) })
+		} else if s.in == nil && setupCtx.Err() != nil {
+			r.count("proctoring.startSession", "setup_timeout", 0)
 		}
 	}
 	wg.Wait()
@@ -575,14 +597,15 @@ func (t *tutor) observe(v []byte, now time.Time, measure bool) {
 
 // student is one simulated student with its own socket.
 type student struct {
-	r    *runner
-	id   string
-	name string
-	rng  *rand.Rand
-	conn *websocket.Conn
-	in   chan frame // answers, from the reader goroutine
-	gone chan struct{}
-	n    int // call ids
+	r      *runner
+	id     string
+	name   string
+	rng    *rand.Rand
+	conn   *websocket.Conn
+	in     chan frame // answers, from the reader goroutine
+	gone   chan struct{}
+	n      int       // call ids
+	joined time.Time // when startSession answered
 
 	mu   sync.Mutex
 	seq  int               // the next answered_count
@@ -611,6 +634,7 @@ func (s *student) open(ctx context.Context) {
 		conn.Close()
 		s.conn = nil
 	}
+	s.joined = time.Now()
 }
 
 func (s *student) read() {
@@ -668,11 +692,14 @@ func (s *student) exchange(id string, b []byte) string {
 	}
 }
 
-// run heartbeats until ctx ends: first at a random moment within the first
-// interval, then every interval ±10 %.
+// run heartbeats until ctx ends, every interval ±10 % after joining (the
+// first one inside the measured phase, which starts at start).
 func (s *student) run(ctx context.Context, start time.Time) {
 	iv := s.r.cfg.Interval
-	next := start.Add(time.Duration(s.rng.Int64N(int64(iv))))
+	next := s.joined.Add(iv + time.Duration((s.rng.Float64()*0.2-0.1)*float64(iv)))
+	for next.Before(start) {
+		next = next.Add(iv)
+	}
 	for {
 		wait := time.NewTimer(time.Until(next))
 		select {
