@@ -67,15 +67,23 @@ type Options struct {
 	Window time.Duration
 	// Workers bounds concurrent re-runs.
 	Workers int
+	// PaceFactor paces an expensive query: after a run that cost d, the
+	// instance re-runs no sooner than PaceFactor×d later (at most MaxPace),
+	// so one huge dashboard under a storm of writes takes at most about
+	// 1/(1+PaceFactor) of a core, while cheap queries keep the bare window.
+	PaceFactor float64
+	MaxPace    time.Duration
 }
 
 // Engine runs functions and keeps subscriptions current.
 type Engine struct {
-	db      *store.DB
-	log     *slog.Logger
-	window  time.Duration
-	workers int
-	seed    maphash.Seed
+	db         *store.DB
+	log        *slog.Logger
+	window     time.Duration
+	workers    int
+	paceFactor float64
+	maxPace    time.Duration
+	seed       maphash.Seed
 
 	funcs   map[string]Func
 	queries map[string]Query
@@ -106,9 +114,10 @@ type instance struct {
 
 	// guarded by Engine.mu
 	running bool
-	rerun   bool   // invalidated while running
-	seen    uint64 // commits up to this seq are in the last finished run
-	runSeq  uint64 // commits up to this seq are in the run under way
+	readyAt time.Time // paced: no scheduled re-run before this
+	rerun   bool      // invalidated while running
+	seen    uint64    // commits up to this seq are in the last finished run
+	runSeq  uint64    // commits up to this seq are in the run under way
 	version uint64
 	value   json.RawMessage
 	hash    uint64
@@ -125,8 +134,15 @@ func New(db *store.DB, opts Options) *Engine {
 	if opts.Workers <= 0 {
 		opts.Workers = 8
 	}
+	if opts.PaceFactor <= 0 {
+		opts.PaceFactor = 4
+	}
+	if opts.MaxPace <= 0 {
+		opts.MaxPace = 250 * time.Millisecond
+	}
 	e := &Engine{
 		db: db, log: opts.Logger, window: opts.Window, workers: opts.Workers,
+		paceFactor: opts.PaceFactor, maxPace: opts.MaxPace,
 		seed:      maphash.MakeSeed(),
 		funcs:     map[string]Func{},
 		queries:   map[string]Query{},
@@ -353,17 +369,21 @@ func (e *Engine) invalidate(seq uint64, keys []string) {
 }
 
 // scheduler gathers invalidations for one window, then re-runs every dirty
-// instance once with bounded concurrency.
+// instance that its pace allows, once, with bounded concurrency. Instances
+// paced for later stay dirty and a timer wakes the scheduler for them.
 func (e *Engine) scheduler() {
 	defer close(e.stopped)
 	sem := make(chan struct{}, e.workers)
 	var wg sync.WaitGroup
+	pacer := time.NewTimer(time.Hour)
+	pacer.Stop()
 	for {
 		select {
 		case <-e.done:
 			wg.Wait()
 			return
 		case <-e.wake:
+		case <-pacer.C:
 		}
 		timer := time.NewTimer(e.window)
 		select {
@@ -373,13 +393,24 @@ func (e *Engine) scheduler() {
 			return
 		case <-timer.C:
 		}
+		now := time.Now()
+		var next time.Time
 		e.mu.Lock()
 		batch := make([]*instance, 0, len(e.dirty))
 		for inst := range e.dirty {
+			if inst.readyAt.After(now) {
+				if next.IsZero() || inst.readyAt.Before(next) {
+					next = inst.readyAt
+				}
+				continue
+			}
 			batch = append(batch, inst)
+			delete(e.dirty, inst)
 		}
-		clear(e.dirty)
 		e.mu.Unlock()
+		if !next.IsZero() {
+			pacer.Reset(next.Sub(now))
+		}
 		for _, inst := range batch {
 			sem <- struct{}{}
 			wg.Add(1)
@@ -418,10 +449,13 @@ func (e *Engine) execute(ctx context.Context, inst *instance) error {
 	if e.runHook != nil {
 		e.runHook(inst.name, inst.plan.Share)
 	}
+	started := time.Now()
 	value, err := e.run(ctx, inst)
+	cost := time.Since(started)
 
 	e.mu.Lock()
 	inst.running = false
+	inst.readyAt = started.Add(cost + min(time.Duration(e.paceFactor*float64(cost)), e.maxPace))
 	inst.seen = seq
 	var subs []*Subscription
 	hash := inst.hash

@@ -316,3 +316,39 @@ func TestPrepareErrorsReachTheCaller(t *testing.T) {
 		t.Fatalf("failed subscriptions were kept: %+v", st)
 	}
 }
+
+// An expensive query under a stream of writes is re-run at a pace set by
+// its own cost (here ≥ 5× its 20 ms), and still ends on the latest value.
+func TestExpensiveQueriesArePaced(t *testing.T) {
+	db := storetest.MustOpen(t, clockwork.NewRealClock())
+	e := engine.New(db, engine.Options{Window: time.Millisecond, PaceFactor: 4})
+	t.Cleanup(e.Close)
+	e.Query("slow", engine.Query{Prepare: func(context.Context, engine.Caller, json.RawMessage) (engine.Plan, error) {
+		return engine.Plan{Keys: []string{"exam:x"}, Share: "x", Run: func(ctx context.Context) (any, error) {
+			time.Sleep(20 * time.Millisecond)
+			ex, err := db.Exam(ctx, "x")
+			return ex.Title, err
+		}}, nil
+	}})
+	take := runCounter(e)
+	setTitle(t, db, "x", "w0")
+	r := newRecorder()
+	if _, err := e.Subscribe(context.Background(), alice, "slow", nil, r.sink); err != nil {
+		t.Fatal(err)
+	}
+	take()
+	start := time.Now()
+	i := 0
+	for time.Since(start) < 600*time.Millisecond {
+		i++
+		setTitle(t, db, "x", fmt.Sprintf("w%d", i))
+		time.Sleep(2 * time.Millisecond)
+	}
+	r.waitFor(t, fmt.Sprintf("w%d", i))
+	runs := take()["x"]
+	// Unpaced, a 20 ms query re-runs about every 21 ms: ~29 times in 600 ms.
+	if runs > 12 {
+		t.Fatalf("%d writes in 600 ms re-ran a 20 ms query %d times: not paced", i, runs)
+	}
+	t.Logf("%d writes → %d re-runs of a 20 ms query", i, runs)
+}
