@@ -129,7 +129,19 @@ func TestHeartbeatRateLimit(t *testing.T) {
 		t.Fatalf("heartbeat 2s after start: want rate_limited with retry_after_ms≈3000, got %+v", f)
 	}
 	h.Advance(3 * time.Second)
+	hb["network"] = map[string]any{"rtt_ms": 120, "downlink_mbps": 2.5, "effective_type": "3g"}
 	mustResult(t, s.Call("proctoring.heartbeat", hb))
+
+	// The tutor sees the last network report in the student's detail.
+	_, body := h.Query(tutor1, "proctoring.getSession", map[string]string{"exam_id": "e1", "student_id": student1.ID})
+	var d struct {
+		Network map[string]any `json:"network"`
+	}
+	json.Unmarshal([]byte(body), &d)
+	want := map[string]any{"rtt_ms": 120.0, "downlink_mbps": 2.5, "effective_type": "3g"}
+	if diff := cmp.Diff(want, d.Network); diff != "" {
+		t.Fatalf("network in getSession (-want +got):\n%s", diff)
+	}
 }
 
 func TestSilentHTTPStudentIsDisconnected(t *testing.T) {

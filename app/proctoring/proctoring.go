@@ -323,9 +323,11 @@ func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json
 	}, nil
 }
 
-// SessionDetail is one session with its violations, newest first.
+// SessionDetail is one session with its last reported network state and
+// its violations, newest first.
 type SessionDetail struct {
 	store.Session
+	Network    json.RawMessage   `json:"network"`
 	Violations []store.Violation `json:"violations"`
 }
 
@@ -355,6 +357,9 @@ func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawM
 				var err error
 				if d.Session, err = r.Session(ctx, a.ExamID, a.StudentID); err != nil {
 					return err
+				}
+				if d.Network = json.RawMessage("null"); d.Session.Network != nil {
+					d.Network = json.RawMessage(*d.Session.Network)
 				}
 				d.Violations, err = r.Violations(ctx, a.ExamID, a.StudentID, s.cfg.ViolationDetailCap)
 				return err
