@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS exam_sessions (
   current_question    INTEGER NOT NULL DEFAULT 0,
   answered_count      INTEGER NOT NULL DEFAULT 0,
   violation_count     INTEGER NOT NULL DEFAULT 0,  -- exact, even past the stored-details cap
+  violations_by_type  TEXT NOT NULL DEFAULT '{}',  -- JSON {type: count}, exact too
   last_violation_type TEXT,
   last_violation_at   TEXT,
   last_heartbeat      TEXT NOT NULL,
@@ -56,3 +57,20 @@ CREATE TABLE IF NOT EXISTS hook_receipts (
   id          TEXT PRIMARY KEY,
   received_at TEXT NOT NULL
 );
+
+-- What must reach Supabase waits here until Supabase accepted it (CONTRACT §6):
+-- written in the same transaction as the change it reports, retried with
+-- backoff across restarts, purged only after delivery.
+CREATE TABLE IF NOT EXISTS outbox (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  target          TEXT NOT NULL,     -- Supabase table
+  on_conflict     TEXT NOT NULL,     -- its upsert key columns
+  body            TEXT NOT NULL,     -- JSON array of rows
+  created_at      TEXT NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TEXT NOT NULL,
+  last_error      TEXT,
+  delivered_at    TEXT
+);
+
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_attempt_at);

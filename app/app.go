@@ -15,6 +15,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/labstack/echo/v4"
 
+	"invigil/app/archive"
 	"invigil/app/auth"
 	"invigil/app/engine"
 	"invigil/app/exam"
@@ -46,6 +47,7 @@ type App struct {
 	Proctoring *proctoring.Service
 	Server     *transport.Server
 	Verifier   *auth.Verifier
+	Archive    *archive.Deliverer // nil without SUPABASE_SERVICE_ROLE_KEY: the outbox waits
 
 	log    *slog.Logger
 	clock  clockwork.Clock
@@ -100,6 +102,18 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		d.Logger.Warn("INVIGIL_WEBHOOK_SECRET is not set: /hooks/* refuse every delivery")
 	}
 
+	if cfg.ServiceRoleKey != "" && !cfg.Demo {
+		a.Archive, err = archive.New(db, archive.Config{
+			SupabaseURL: cfg.SupabaseURL, ServiceRoleKey: cfg.ServiceRoleKey, Clock: d.Clock, Logger: d.Logger,
+		})
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+	} else if !cfg.Demo {
+		d.Logger.Warn("SUPABASE_SERVICE_ROLE_KEY is not set: summaries wait in the outbox until it is")
+	}
+
 	a.Engine = engine.New(db, engine.Options{Logger: d.Logger})
 	a.Exams = exam.NewRegistry(db)
 	a.Proctoring = proctoring.New(db, a.Exams, proctoring.Config{
@@ -135,7 +149,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 // Jobs are the scheduled tasks (exported so tests can run one directly).
 func (a *App) Jobs() []jobs.Job {
 	sweepEvery := max(time.Second, a.Config.DisconnectAfter/5)
-	return []jobs.Job{
+	list := []jobs.Job{
 		{Name: "disconnect-silent", Every: sweepEvery, Run: func(ctx context.Context) error {
 			n, err := a.Proctoring.SweepSilent(ctx)
 			if n > 0 {
@@ -143,13 +157,23 @@ func (a *App) Jobs() []jobs.Job {
 			}
 			return err
 		}},
-		{Name: "purge-hook-receipts", Every: 10 * time.Minute, Run: func(ctx context.Context) error {
+		{Name: "purge", Every: 10 * time.Minute, Run: func(ctx context.Context) error {
 			return a.DB.Update(ctx, func(tx *store.Tx) error {
-				_, err := tx.PurgeHookReceipts(ctx, tx.Now().Add(-time.Hour))
+				if _, err := tx.PurgeHookReceipts(ctx, tx.Now().Add(-time.Hour)); err != nil {
+					return err
+				}
+				_, err := tx.PurgeDelivered(ctx, tx.Now().Add(-a.Config.Retention))
 				return err
 			})
 		}},
 	}
+	if a.Archive != nil {
+		list = append(list, jobs.Job{Name: "archive-outbox", Every: 2 * time.Second, Run: func(ctx context.Context) error {
+			_, err := a.Archive.DeliverDue(ctx)
+			return err
+		}})
+	}
+	return list
 }
 
 // Run starts the jobs and serves on l until ctx ends, then shuts down

@@ -31,6 +31,7 @@ type Session struct {
 	EndedAt         *string        `json:"ended_at"`
 	Disconnects     int            `json:"-"`
 	Network         *string        `json:"-"`
+	ByType          string         `json:"-"` // JSON {violation type: count}
 }
 
 // LastViolation is the newest violation's type and server time.
@@ -53,7 +54,7 @@ type Violation struct {
 
 const sessionColumns = `id, exam_id, student_id, student_name, status, current_question, answered_count,
 	violation_count, last_violation_type, last_violation_at, last_heartbeat, started_at, ended_at,
-	disconnects, network`
+	disconnects, network, violations_by_type`
 
 func scanSession(sc interface{ Scan(...any) error }) (Session, error) {
 	var (
@@ -63,7 +64,7 @@ func scanSession(sc interface{ Scan(...any) error }) (Session, error) {
 	)
 	err := sc.Scan(&s.ID, &s.ExamID, &s.StudentID, &s.StudentName, &s.Status, &s.CurrentQuestion,
 		&s.AnsweredCount, &s.ViolationCount, &lvType, &lvAt, &s.LastHeartbeat, &s.StartedAt, &ended,
-		&s.Disconnects, &network)
+		&s.Disconnects, &network, &s.ByType)
 	if err != nil {
 		return Session{}, err
 	}
@@ -214,9 +215,11 @@ func (tx *Tx) SetSessionStatus(ctx context.Context, examID, studentID, status st
 func (tx *Tx) AddViolation(ctx context.Context, v Violation, keepDetail bool) (Violation, error) {
 	v.CreatedAt = FormatTime(tx.now)
 	v.ID = NewID("v_", tx.now)
+	path := `$."` + v.Type + `"` // types come from a fixed list of identifiers
 	_, err := tx.tx.ExecContext(ctx, `UPDATE exam_sessions SET violation_count = violation_count + 1,
+		violations_by_type = json_set(violations_by_type, ?, coalesce(json_extract(violations_by_type, ?), 0) + 1),
 		last_violation_type = ?, last_violation_at = ? WHERE exam_id = ? AND student_id = ?`,
-		v.Type, v.CreatedAt, v.ExamID, v.StudentID)
+		path, path, v.Type, v.CreatedAt, v.ExamID, v.StudentID)
 	if err != nil {
 		return Violation{}, fmt.Errorf("count violation %s/%s: %w", v.ExamID, v.StudentID, err)
 	}

@@ -273,8 +273,10 @@ func (s *Service) endSession(ctx context.Context, c engine.Caller, raw json.RawM
 		}
 		s.touchSession(tx, a.ExamID, c.User.ID)
 		var err error
-		sess, err = tx.Reader().Session(ctx, a.ExamID, c.User.ID)
-		return err
+		if sess, err = tx.Reader().Session(ctx, a.ExamID, c.User.ID); err != nil {
+			return err
+		}
+		return enqueueSummary(ctx, tx, sess)
 	})
 	if err != nil {
 		return nil, err
@@ -408,4 +410,42 @@ func decodeExam(raw json.RawMessage, v any, examID *string) error {
 		return err
 	}
 	return engine.ID("exam_id", *examID)
+}
+
+// Summary is one session's row in Supabase's proctoring_summaries.
+type Summary struct {
+	ExamID           string          `json:"exam_id"`
+	StudentID        string          `json:"student_id"`
+	Status           string          `json:"status"`
+	StartedAt        string          `json:"started_at"`
+	EndedAt          *string         `json:"ended_at"`
+	DurationS        int64           `json:"duration_s"`
+	ViolationCount   int             `json:"violation_count"`
+	ViolationsByType json.RawMessage `json:"violations_by_type"`
+	Disconnects      int             `json:"disconnects"`
+}
+
+// enqueueSummary puts the session's summary in the outbox, in the same
+// transaction as the change that ended it: it reaches Supabase even if the
+// process dies right after.
+func enqueueSummary(ctx context.Context, tx *store.Tx, sess store.Session) error {
+	sum := Summary{
+		ExamID: sess.ExamID, StudentID: sess.StudentID, Status: sess.Status, StartedAt: sess.StartedAt,
+		EndedAt: sess.EndedAt, ViolationCount: sess.ViolationCount,
+		ViolationsByType: json.RawMessage(sess.ByType), Disconnects: sess.Disconnects,
+	}
+	end := tx.Now()
+	if sess.EndedAt != nil {
+		if t, err := time.Parse(store.TimeFormat, *sess.EndedAt); err == nil {
+			end = t
+		}
+	}
+	if start, err := time.Parse(store.TimeFormat, sess.StartedAt); err == nil {
+		sum.DurationS = max(0, int64(end.Sub(start)/time.Second))
+	}
+	body, err := json.Marshal([]Summary{sum})
+	if err != nil {
+		return err
+	}
+	return tx.Enqueue(ctx, "proctoring_summaries", "exam_id,student_id", string(body))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"invigil/app/apperr"
+	"invigil/store"
 )
 
 // metrics are the counters /metrics exposes in Prometheus text format.
@@ -70,6 +71,12 @@ func (s *Server) serveMetrics(c echo.Context) error {
 	gauge("invigil_query_instances", "Distinct (query, args) being kept current.", st.Instances)
 	counter("invigil_query_runs_total", "Query executions for subscriptions.", st.Runs)
 	counter("invigil_pushes_total", "Values pushed to subscribers.", st.Pushes)
+	var pending int
+	s.opts.Engine.DB().Read(c.Request().Context(), func(r *store.Reader) (err error) {
+		pending, _, err = r.OutboxStats(c.Request().Context())
+		return err
+	})
+	gauge("invigil_outbox_pending", "Deliveries to Supabase not yet accepted.", pending)
 
 	s.metrics.mu.Lock()
 	labels := make([]callLabel, 0, len(s.metrics.calls))
