@@ -175,23 +175,24 @@ func (h *Harness) Exam(r exam.Registration) {
 // Call invokes a function over HTTP as u; it returns the status and body.
 func (h *Harness) Call(u identity.User, fn string, args any) (int, string) {
 	h.T.Helper()
-	b, _ := json.Marshal(args)
-	hdr := http.Header{}
-	if u.ID != "" {
-		hdr.Set("Authorization", "Bearer "+h.Token(u))
-	}
-	return h.Post("/api/call/"+fn, hdr, b)
+	return h.api(u, "/api/call/"+fn, args)
 }
 
 // Query reads a query over HTTP as u.
 func (h *Harness) Query(u identity.User, query string, args any) (int, string) {
+	h.T.Helper()
+	return h.api(u, "/api/query/"+query, args)
+}
+
+// api posts JSON args to path with u's token (none for the anonymous user).
+func (h *Harness) api(u identity.User, path string, args any) (int, string) {
 	h.T.Helper()
 	b, _ := json.Marshal(args)
 	hdr := http.Header{}
 	if u.ID != "" {
 		hdr.Set("Authorization", "Bearer "+h.Token(u))
 	}
-	return h.Post("/api/query/"+query, hdr, b)
+	return h.Post(path, hdr, b)
 }
 
 // Advance moves the fake clock.
