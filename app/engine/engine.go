@@ -456,10 +456,10 @@ func (e *Engine) execute(ctx context.Context, inst *instance) error {
 	e.mu.Lock()
 	inst.running = false
 	inst.readyAt = started.Add(cost + min(time.Duration(e.paceFactor*float64(cost)), e.maxPace))
-	inst.seen = seq
 	var subs []*Subscription
 	hash := inst.hash
 	if err == nil {
+		inst.seen = seq // a failed run saw nothing: the next write re-runs it
 		hash = maphash.Bytes(e.seed, value)
 		inst.value, inst.hash = value, hash
 		subs = make([]*Subscription, 0, len(inst.subs))
