@@ -77,7 +77,11 @@ func run(log *slog.Logger) error {
 		fmt.Fprintf(os.Stderr, "\n  invigil demo: open http://%s/  (sign in as the tutor, then watch /proctor/demo)\n\n", l.Addr())
 	}
 	log.Info("invigil listening", "addr", l.Addr().String(), "db", cfg.DB, "demo", cfg.Demo)
-	return a.Run(ctx, l)
+	if err := a.Run(ctx, l); err != nil {
+		return err
+	}
+	log.Info("invigil stopped cleanly")
+	return nil
 }
 
 func portOf(addr string) string {
