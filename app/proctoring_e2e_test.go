@@ -320,3 +320,36 @@ func TestAccessRules(t *testing.T) {
 	}
 	_ = http.StatusOK
 }
+
+// A tutor removed from an exam loses its live views at once, with
+// forbidden on each subscription, while an admin keeps watching.
+func TestRemovedTutorLosesTheDashboard(t *testing.T) {
+	h := bootWithExams(t)
+	tutor := h.DialAs(tutor1)
+	tutor.Sub("q1", "proctoring.getExamSessions", map[string]string{"exam_id": "e1"})
+	tutor.Sub("q2", "proctoring.getViolations", map[string]string{"exam_id": "e1"})
+	boss := h.DialAs(admin)
+	boss.Sub("a1", "proctoring.getExamSessions", map[string]string{"exam_id": "e1"})
+
+	h.Exam(exam.Registration{ExamID: "e1", Title: "Exam one", TutorIDs: []string{tutor2.ID}, Status: exam.Open})
+	ended := map[string]string{}
+	for range 2 {
+		f := tutor.Next()
+		if f.Type != "error" {
+			t.Fatalf("want an error per subscription, got %+v", f)
+		}
+		ended[f.ID] = f.Code
+	}
+	if diff := cmp.Diff(map[string]string{"q1": "forbidden", "q2": "forbidden"}, ended); diff != "" {
+		t.Fatalf("ended subscriptions (-want +got):\n%s", diff)
+	}
+
+	student := h.DialAs(student1)
+	mustResult(t, student.Call("proctoring.startSession", map[string]string{"exam_id": "e1"}))
+	if got := sessions(t, oneData(t, boss, "a1")); len(got) != 1 {
+		t.Fatalf("admin: want the new session, got %v", got)
+	}
+	if leaked := tutor.Quiet(100 * time.Millisecond); len(leaked) > 0 {
+		t.Fatalf("the removed tutor still receives frames: %+v", leaked)
+	}
+}

@@ -49,6 +49,11 @@ type Plan struct {
 	Share string
 	// Run computes the current value.
 	Run func(ctx context.Context) (any, error)
+	// Recheck re-authorizes this caller when a key in RecheckKeys is
+	// touched (say, the exam's tutor list changed); an error ends the
+	// subscription. Unlike Run it is per subscriber, never shared.
+	Recheck     func(ctx context.Context) error
+	RecheckKeys []string
 }
 
 // Query prepares a plan; it returns an *apperr.Error for bad arguments or a
@@ -91,6 +96,7 @@ type Engine struct {
 	mu        sync.Mutex
 	instances map[string]*instance              // by query name + share
 	byKey     map[string]map[*instance]struct{} // dependency index
+	rechecks  map[string]map[*Subscription]struct{}
 	dirty     map[*instance]struct{}
 	wake      chan struct{}
 	closeOnce sync.Once
@@ -148,6 +154,7 @@ func New(db *store.DB, opts Options) *Engine {
 		queries:   map[string]Query{},
 		instances: map[string]*instance{},
 		byKey:     map[string]map[*instance]struct{}{},
+		rechecks:  map[string]map[*Subscription]struct{}{},
 		dirty:     map[*instance]struct{}{},
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -241,14 +248,18 @@ func (e *Engine) prepare(ctx context.Context, c Caller, name string, args json.R
 }
 
 // Sink receives a subscription's values. It must not block: a transport
-// that cannot take a value must drop its connection, not the value.
-type Sink func(value json.RawMessage)
+// that cannot take a value must drop its connection, not the value. A
+// non-nil err means the subscription ended (its caller may no longer see
+// the result) and nothing follows.
+type Sink func(value json.RawMessage, err error)
 
 // Subscription is one subscriber of one instance.
 type Subscription struct {
-	e    *Engine
-	inst *instance
-	sink Sink
+	e       *Engine
+	inst    *instance
+	sink    Sink
+	recheck func(ctx context.Context) error
+	rkeys   []string
 
 	mu          sync.Mutex // orders deliveries to this subscriber
 	lastVersion uint64
@@ -265,9 +276,19 @@ func (e *Engine) Subscribe(ctx context.Context, c Caller, name string, args json
 	if err != nil {
 		return nil, err
 	}
-	sub := &Subscription{e: e, sink: sink}
+	sub := &Subscription{e: e, sink: sink, recheck: plan.Recheck, rkeys: plan.RecheckKeys}
 	id := name + "\x00" + plan.Share
 	e.mu.Lock()
+	if sub.recheck != nil {
+		for _, k := range sub.rkeys {
+			set := e.rechecks[k]
+			if set == nil {
+				set = map[*Subscription]struct{}{}
+				e.rechecks[k] = set
+			}
+			set[sub] = struct{}{}
+		}
+	}
 	inst, ok := e.instances[id]
 	if !ok || plan.Share == "" {
 		inst = &instance{name: name, id: id, plan: plan, subs: map[*Subscription]struct{}{}}
@@ -308,6 +329,14 @@ func (s *Subscription) Close() {
 	e := s.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	for _, k := range s.rkeys {
+		if set := e.rechecks[k]; set != nil {
+			delete(set, s)
+			if len(set) == 0 {
+				delete(e.rechecks, k)
+			}
+		}
+	}
 	inst := s.inst
 	delete(inst.subs, s)
 	if len(inst.subs) > 0 || inst.gone {
@@ -338,7 +367,36 @@ func (s *Subscription) deliver(version, hash uint64, value json.RawMessage) {
 	}
 	s.lastVersion, s.lastHash, s.delivered = version, hash, true
 	s.e.pushes.Add(1)
-	s.sink(value)
+	s.sink(value, nil)
+}
+
+// end closes the subscription and tells its sink why.
+func (s *Subscription) end(err error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return
+	}
+	s.Close()
+	s.sink(nil, err)
+}
+
+// reauthorize rechecks subscriptions whose caller's rights may have changed.
+func (e *Engine) reauthorize(subs []*Subscription) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range subs {
+		err := s.recheck(ctx)
+		if err == nil {
+			continue
+		}
+		if apperr.CodeOf(err) == apperr.Internal {
+			e.log.Error("recheck failed", "query", s.inst.name, "err", err)
+			continue // a passing fault is no reason to end a view
+		}
+		s.end(err)
+	}
 }
 
 // invalidate is the store's commit hook: it marks dirty every instance
@@ -359,7 +417,16 @@ func (e *Engine) invalidate(seq uint64, keys []string) {
 			marked = true
 		}
 	}
+	var recheck []*Subscription
+	for _, k := range keys {
+		for s := range e.rechecks[k] {
+			recheck = append(recheck, s)
+		}
+	}
 	e.mu.Unlock()
+	if len(recheck) > 0 {
+		go e.reauthorize(recheck)
+	}
 	if marked {
 		select {
 		case e.wake <- struct{}{}:

@@ -138,7 +138,7 @@ func benchEngineFanout(b *testing.B, n int, window time.Duration) {
 		got     atomic.Int64
 		allDone = make(chan struct{}, 1)
 	)
-	sink := func(v json.RawMessage) {
+	sink := func(v json.RawMessage, _ error) {
 		m := want.Load()
 		if m == nil || !bytes.Contains(v, *m) {
 			return // the first value, at subscribe
@@ -194,7 +194,7 @@ func BenchmarkEnginePrecision(b *testing.B) {
 		s := &slot{done: make(chan struct{}, 1)}
 		slots[k] = s
 		args, _ := json.Marshal(map[string]string{"student_id": fmt.Sprintf("s%04d", k)})
-		sub, err := e.Subscribe(context.Background(), benchWatcher, "bench.session", args, func(v json.RawMessage) {
+		sub, err := e.Subscribe(context.Background(), benchWatcher, "bench.session", args, func(v json.RawMessage, _ error) {
 			if m := s.want.Load(); m != nil && bytes.Contains(v, *m) {
 				select {
 				case s.done <- struct{}{}:

@@ -67,7 +67,7 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} }
 
-func (r *recorder) sink(v json.RawMessage) {
+func (r *recorder) sink(v json.RawMessage, _ error) {
 	var s string
 	json.Unmarshal(v, &s)
 	r.mu.Lock()
@@ -303,7 +303,7 @@ func TestPrepareErrorsReachTheCaller(t *testing.T) {
 			if c.query == "exam.title" {
 				args = json.RawMessage(`{"id": 7}`)
 			}
-			_, err := e.Subscribe(context.Background(), c.caller, c.query, args, func(json.RawMessage) {})
+			_, err := e.Subscribe(context.Background(), c.caller, c.query, args, func(json.RawMessage, error) {})
 			if got := apperr.CodeOf(err); got != c.want {
 				t.Fatalf("want %s, got %v", c.want, err)
 			}

@@ -313,8 +313,9 @@ func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json
 		return engine.Plan{}, err
 	}
 	return engine.Plan{
-		Keys:  []string{sessionsKey(a.ExamID)},
-		Share: a.ExamID,
+		Keys:    []string{sessionsKey(a.ExamID)},
+		Share:   a.ExamID,
+		Recheck: s.watcher(c.User, a.ExamID), RecheckKeys: []string{exam.Key(a.ExamID)},
 		Run: func(ctx context.Context) (v any, err error) {
 			err = s.db.Read(ctx, func(r *store.Reader) error {
 				v, err = r.ExamSessions(ctx, a.ExamID)
@@ -345,14 +346,17 @@ func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawM
 		return engine.Plan{}, err
 	}
 	// Students may read their own session; tutors and admins any of their exam's.
+	var recheck func(context.Context) error
 	if c.User.ID != a.StudentID || c.User.Role != identity.Student {
 		if _, err := s.exams.Watch(ctx, c.User, a.ExamID); err != nil {
 			return engine.Plan{}, err
 		}
+		recheck = s.watcher(c.User, a.ExamID)
 	}
 	return engine.Plan{
-		Keys:  []string{sessionKey(a.ExamID, a.StudentID)},
-		Share: a.ExamID + "\x00" + a.StudentID,
+		Keys:    []string{sessionKey(a.ExamID, a.StudentID)},
+		Share:   a.ExamID + "\x00" + a.StudentID,
+		Recheck: recheck, RecheckKeys: []string{exam.Key(a.ExamID)},
 		Run: func(ctx context.Context) (any, error) {
 			var d SessionDetail
 			err := s.db.Read(ctx, func(r *store.Reader) error {
@@ -393,8 +397,9 @@ func (s *Service) getViolations(ctx context.Context, c engine.Caller, raw json.R
 		return engine.Plan{}, err
 	}
 	return engine.Plan{
-		Keys:  []string{violationsKey(a.ExamID)},
-		Share: fmt.Sprintf("%s\x00%d", a.ExamID, limit),
+		Keys:    []string{violationsKey(a.ExamID)},
+		Share:   fmt.Sprintf("%s\x00%d", a.ExamID, limit),
+		Recheck: s.watcher(c.User, a.ExamID), RecheckKeys: []string{exam.Key(a.ExamID)},
 		Run: func(ctx context.Context) (v any, err error) {
 			err = s.db.Read(ctx, func(r *store.Reader) error {
 				v, err = r.Violations(ctx, a.ExamID, "", limit)
@@ -403,6 +408,15 @@ func (s *Service) getViolations(ctx context.Context, c engine.Caller, raw json.R
 			return v, err
 		},
 	}, nil
+}
+
+// watcher rechecks that u may still watch the exam (its registration may
+// have changed since the subscription started).
+func (s *Service) watcher(u identity.User, examID string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := s.exams.Watch(ctx, u, examID)
+		return err
+	}
 }
 
 func decodeExam(raw json.RawMessage, v any, examID *string) error {

@@ -107,6 +107,7 @@ type wsConn struct {
 	ms  *melody.Session
 
 	overflowed atomic.Bool // its send buffer filled once: it is being closed
+	pausedFlag atomic.Bool // mirrors paused for sinks, which must not take mu
 
 	mu          sync.Mutex
 	user        identity.User
@@ -286,6 +287,7 @@ func (c *wsConn) auth(token string) {
 	c.expiry = c.srv.clock.AfterFunc(exp.Sub(c.srv.clock.Now()), c.expire)
 	resume := c.paused
 	c.paused = false
+	c.pausedFlag.Store(false)
 	c.mu.Unlock()
 	c.send(outFrame{Type: "authed", User: &u})
 	if resume {
@@ -312,6 +314,7 @@ func (c *wsConn) expire() {
 		return
 	}
 	c.paused = true
+	c.pausedFlag.Store(true)
 	for _, ws := range c.subs {
 		if ws.sub != nil && !c.srv.opts.Engine.IsPublic(ws.query) {
 			ws.sub.Close()
@@ -383,18 +386,36 @@ func (c *wsConn) open(id string, ws *wsSub) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	prefix := dataPrefix(id)
-	sink := func(v json.RawMessage) { c.write(dataFrame(prefix, v)) }
+	public := c.srv.opts.Engine.IsPublic(ws.query)
+	sink := func(v json.RawMessage, err error) {
+		if err == nil {
+			// Nothing private is served between expiry and re-auth; resume re-sends.
+			if public || !c.pausedFlag.Load() {
+				c.write(dataFrame(prefix, v))
+			}
+			return
+		}
+		// The engine ended it (the caller lost the right to see it).
+		c.mu.Lock()
+		if c.subs[id] == ws {
+			delete(c.subs, id)
+		}
+		c.mu.Unlock()
+		c.sendError(id, err)
+	}
 	sub, err := c.srv.opts.Engine.Subscribe(ctx, caller, ws.query, ws.args, sink)
 	c.mu.Lock()
 	current := c.subs[id] == ws && !c.dead
-	if err == nil && current {
+	// A token that expired meanwhile leaves it to be resumed with the others.
+	keep := err == nil && current && !(c.paused && !public)
+	if keep {
 		ws.sub = sub
-	} else if current {
+	} else if current && err != nil {
 		delete(c.subs, id)
 	}
 	c.mu.Unlock()
-	if err == nil && !current {
-		sub.Close() // unsubscribed or closed meanwhile
+	if err == nil && !keep {
+		sub.Close() // unsubscribed, closed or paused meanwhile
 	}
 	if err != nil {
 		c.sendError(id, err)
