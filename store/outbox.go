@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -48,11 +47,10 @@ func (r *Reader) DueOutbox(ctx context.Context, now time.Time, limit int) ([]Out
 	return out, rows.Err()
 }
 
-// OutboxStats counts undelivered items and the oldest one's age basis.
-func (r *Reader) OutboxStats(ctx context.Context) (pending int, oldest string, err error) {
-	var o sql.NullString
-	err = r.q.QueryRowContext(ctx, `SELECT count(*), min(created_at) FROM outbox WHERE delivered_at IS NULL`).Scan(&pending, &o)
-	return pending, o.String, err
+// OutboxPending counts items not yet delivered.
+func (r *Reader) OutboxPending(ctx context.Context) (pending int, err error) {
+	err = r.q.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE delivered_at IS NULL`).Scan(&pending)
+	return pending, err
 }
 
 // OutboxDelivered marks an item delivered.

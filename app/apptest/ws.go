@@ -3,6 +3,7 @@ package apptest
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -136,7 +137,7 @@ func (w *WS) Sub(id, query string, args any) json.RawMessage {
 func (w *WS) Call(fn string, args any) Frame {
 	w.h.T.Helper()
 	w.n++
-	id := "c" + itoa(w.n)
+	id := "c" + strconv.Itoa(w.n)
 	w.Send(map[string]any{"type": "call", "id": id, "fn": fn, "args": args})
 	for {
 		f := w.read()
@@ -147,5 +148,3 @@ func (w *WS) Call(fn string, args any) Frame {
 		w.pending = append(w.pending, f)
 	}
 }
-
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }

@@ -2,10 +2,10 @@ package transport
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,7 +44,7 @@ func (s *Server) httpError(err error, c echo.Context) {
 		s.log.Error("request failed", "path", c.Path(), "err", err)
 	}
 	if e.RetryAfterMs > 0 {
-		c.Response().Header().Set("Retry-After", itoa((e.RetryAfterMs+999)/1000))
+		c.Response().Header().Set("Retry-After", strconv.FormatInt((e.RetryAfterMs+999)/1000, 10))
 	}
 	c.JSON(apperr.HTTPStatus(e.Code), errorBody{Code: e.Code, Message: e.Message, RetryAfterMs: e.RetryAfterMs})
 }
@@ -149,5 +149,3 @@ func (s *Server) healthz(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
-
-func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }

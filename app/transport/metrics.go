@@ -73,7 +73,7 @@ func (s *Server) serveMetrics(c echo.Context) error {
 	counter("invigil_pushes_total", "Values pushed to subscribers.", st.Pushes)
 	var pending int
 	s.opts.Engine.DB().Read(c.Request().Context(), func(r *store.Reader) (err error) {
-		pending, _, err = r.OutboxStats(c.Request().Context())
+		pending, err = r.OutboxPending(c.Request().Context())
 		return err
 	})
 	gauge("invigil_outbox_pending", "Deliveries to Supabase not yet accepted.", pending)

@@ -107,12 +107,13 @@ type wsConn struct {
 	ms  *melody.Session
 
 	overflowed atomic.Bool // its send buffer filled once: it is being closed
-	pausedFlag atomic.Bool // mirrors paused for sinks, which must not take mu
+	// paused: the token expired; waiting for a fresh auth. Changed under mu,
+	// read without it by sinks, which must not take mu.
+	paused atomic.Bool
 
 	mu          sync.Mutex
 	user        identity.User
 	exp         time.Time
-	paused      bool // token expired; waiting for a fresh auth
 	dead        bool
 	subs        map[string]*wsSub
 	expiry      clockwork.Timer
@@ -262,7 +263,7 @@ func (c *wsConn) caller() (engine.Caller, error) {
 	if c.user.ID == "" {
 		return engine.Caller{Conn: c.id}, apperr.New(apperr.Unauthenticated, "send auth first")
 	}
-	if c.paused {
+	if c.paused.Load() {
 		return engine.Caller{Conn: c.id}, apperr.New(apperr.Unauthenticated, "token expired: send auth with a fresh token")
 	}
 	return engine.Caller{User: c.user, Conn: c.id}, nil
@@ -285,9 +286,7 @@ func (c *wsConn) auth(token string) {
 	c.user, c.exp = u, exp
 	stop(c.expiry)
 	c.expiry = c.srv.clock.AfterFunc(exp.Sub(c.srv.clock.Now()), c.expire)
-	resume := c.paused
-	c.paused = false
-	c.pausedFlag.Store(false)
+	resume := c.paused.Swap(false)
 	c.mu.Unlock()
 	c.send(outFrame{Type: "authed", User: &u})
 	if resume {
@@ -298,7 +297,7 @@ func (c *wsConn) auth(token string) {
 // checkExpiry pauses the socket if its token expired before its timer fired.
 func (c *wsConn) checkExpiry() {
 	c.mu.Lock()
-	expired := c.user.ID != "" && !c.paused && !c.srv.clock.Now().Before(c.exp)
+	expired := c.user.ID != "" && !c.paused.Load() && !c.srv.clock.Now().Before(c.exp)
 	c.mu.Unlock()
 	if expired {
 		c.expire()
@@ -309,12 +308,11 @@ func (c *wsConn) checkExpiry() {
 // the client is told to send a fresh token.
 func (c *wsConn) expire() {
 	c.mu.Lock()
-	if c.paused || c.dead || c.srv.clock.Now().Before(c.exp) {
+	if c.paused.Load() || c.dead || c.srv.clock.Now().Before(c.exp) {
 		c.mu.Unlock()
 		return
 	}
-	c.paused = true
-	c.pausedFlag.Store(true)
+	c.paused.Store(true)
 	for _, ws := range c.subs {
 		if ws.sub != nil && !c.srv.opts.Engine.IsPublic(ws.query) {
 			ws.sub.Close()
@@ -390,7 +388,7 @@ func (c *wsConn) open(id string, ws *wsSub) {
 	sink := func(v json.RawMessage, err error) {
 		if err == nil {
 			// Nothing private is served between expiry and re-auth; resume re-sends.
-			if public || !c.pausedFlag.Load() {
+			if public || !c.paused.Load() {
 				c.write(dataFrame(prefix, v))
 			}
 			return
@@ -407,7 +405,7 @@ func (c *wsConn) open(id string, ws *wsSub) {
 	c.mu.Lock()
 	current := c.subs[id] == ws && !c.dead
 	// A token that expired meanwhile leaves it to be resumed with the others.
-	keep := err == nil && current && !(c.paused && !public)
+	keep := err == nil && current && !(c.paused.Load() && !public)
 	if keep {
 		ws.sub = sub
 	} else if current && err != nil {
