@@ -36,6 +36,20 @@ type Config struct {
 	SendBuffer int
 }
 
+// DefaultConfig is the contract's defaults (CONTRACT §1), before the
+// environment and flags.
+func DefaultConfig() Config {
+	return Config{
+		DemoStudents:    25,
+		DB:              "data/invigil.db",
+		HeartbeatMin:    5 * time.Second,
+		DisconnectAfter: 25 * time.Second,
+		PresenceTTL:     60 * time.Second,
+		TypingTTL:       6 * time.Second,
+		Retention:       24 * time.Hour,
+	}
+}
+
 // LoadConfig reads the environment (through getenv) and the flags in args.
 func LoadConfig(getenv func(string) string, args []string) (Config, error) {
 	env := func(k, def string) string {
@@ -45,28 +59,27 @@ func LoadConfig(getenv func(string) string, args []string) (Config, error) {
 		return def
 	}
 	fs := flag.NewFlagSet("invigil", flag.ContinueOnError)
-	var c Config
+	c := DefaultConfig()
 	port := fs.String("port", env("PORT", "8080"), "HTTP port (PORT)")
 	fs.BoolVar(&c.Demo, "demo", false, "run on 127.0.0.1 with dev sign-in, a demo exam and simulated students")
-	fs.IntVar(&c.DemoStudents, "demo-students", 25, "simulated students in --demo")
-	fs.StringVar(&c.DB, "db", env("INVIGIL_DB", "data/invigil.db"), "SQLite file (INVIGIL_DB)")
+	fs.IntVar(&c.DemoStudents, "demo-students", c.DemoStudents, "simulated students in --demo")
+	fs.StringVar(&c.DB, "db", env("INVIGIL_DB", c.DB), "SQLite file (INVIGIL_DB)")
 	fs.StringVar(&c.SupabaseURL, "supabase-url", env("SUPABASE_URL", ""), "https://<ref>.supabase.co (SUPABASE_URL)")
 	fs.StringVar(&c.JWKSURL, "jwks-url", env("SUPABASE_JWKS_URL", ""), "key set URL (SUPABASE_JWKS_URL)")
 	origins := fs.String("allowed-origins", env("INVIGIL_ALLOWED_ORIGINS", ""), "browser origins allowed on /ws (INVIGIL_ALLOWED_ORIGINS)")
 	durations := []struct {
-		dst        *time.Duration
-		flag, env  string
-		def, usage string
+		dst             *time.Duration
+		flag, env, help string
 	}{
-		{&c.HeartbeatMin, "heartbeat-min-interval", "INVIGIL_HEARTBEAT_MIN_INTERVAL", "5s", "heartbeats sooner than this are refused"},
-		{&c.DisconnectAfter, "disconnect-after", "INVIGIL_DISCONNECT_AFTER", "25s", "silence before a session shows disconnected"},
-		{&c.PresenceTTL, "presence-ttl", "INVIGIL_PRESENCE_TTL", "60s", "presence expiry"},
-		{&c.TypingTTL, "typing-ttl", "INVIGIL_TYPING_TTL", "6s", "typing flag expiry"},
-		{&c.Retention, "retention", "INVIGIL_RETENTION", "24h", "purge delay after archival"},
+		{&c.HeartbeatMin, "heartbeat-min-interval", "INVIGIL_HEARTBEAT_MIN_INTERVAL", "heartbeats sooner than this are refused"},
+		{&c.DisconnectAfter, "disconnect-after", "INVIGIL_DISCONNECT_AFTER", "silence before a session shows disconnected"},
+		{&c.PresenceTTL, "presence-ttl", "INVIGIL_PRESENCE_TTL", "presence expiry"},
+		{&c.TypingTTL, "typing-ttl", "INVIGIL_TYPING_TTL", "typing flag expiry"},
+		{&c.Retention, "retention", "INVIGIL_RETENTION", "purge delay after archival"},
 	}
 	raw := make([]*string, len(durations))
 	for i, d := range durations {
-		raw[i] = fs.String(d.flag, env(d.env, d.def), d.usage+" ("+d.env+")")
+		raw[i] = fs.String(d.flag, env(d.env, d.dst.String()), d.help+" ("+d.env+")")
 	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err

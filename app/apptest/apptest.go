@@ -69,16 +69,10 @@ func WithAuth(f func(*auth.Config)) Option {
 func Boot(t testing.TB, opts ...Option) *Harness {
 	t.Helper()
 	fake := clockwork.NewFakeClockAt(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
-	cfg := app.Config{
-		DB:              filepath.Join(t.TempDir(), "invigil.db"),
-		SupabaseURL:     strings.TrimSuffix(Issuer, "/auth/v1"),
-		WebhookSecret:   HookSecret,
-		HeartbeatMin:    5 * time.Second,
-		DisconnectAfter: 25 * time.Second,
-		PresenceTTL:     60 * time.Second,
-		TypingTTL:       6 * time.Second,
-		Retention:       24 * time.Hour,
-	}
+	cfg := app.DefaultConfig()
+	cfg.DB = filepath.Join(t.TempDir(), "invigil.db")
+	cfg.SupabaseURL = strings.TrimSuffix(Issuer, "/auth/v1")
+	cfg.WebhookSecret = HookSecret
 	deps := app.Deps{
 		Schema: storetest.Schema(t), Static: static.FS, Clock: fake,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -24,16 +24,11 @@ import (
 func bootDemo(t *testing.T) string {
 	t.Helper()
 	clock := clockwork.NewRealClock()
-	cfg := app.Config{
-		Demo:            true,
-		DB:              filepath.Join(t.TempDir(), "invigil.db"),
-		SupabaseURL:     "http://127.0.0.1",
-		HeartbeatMin:    100 * time.Millisecond,
-		DisconnectAfter: 25 * time.Second,
-		PresenceTTL:     60 * time.Second,
-		TypingTTL:       6 * time.Second,
-		Retention:       24 * time.Hour,
-	}
+	cfg := app.DefaultConfig()
+	cfg.Demo = true
+	cfg.DB = filepath.Join(t.TempDir(), "invigil.db")
+	cfg.SupabaseURL = "http://127.0.0.1"
+	cfg.HeartbeatMin = 100 * time.Millisecond
 	issuer, err := demo.NewIssuer(cfg.Issuer(), clock)
 	if err != nil {
 		t.Fatal(err)

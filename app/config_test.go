@@ -1,0 +1,56 @@
+package app_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"invigil/app"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cases := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		check   func(app.Config) bool
+		wantErr string
+	}{
+		{"production defaults", map[string]string{"SUPABASE_URL": "https://ref.supabase.co/"}, nil,
+			func(c app.Config) bool {
+				return c.Addr == ":8080" && c.DB == "data/invigil.db" && c.HeartbeatMin == 5*time.Second &&
+					c.DisconnectAfter == 25*time.Second && c.PresenceTTL == time.Minute && c.TypingTTL == 6*time.Second &&
+					c.Retention == 24*time.Hour && c.Issuer() == "https://ref.supabase.co/auth/v1" &&
+					c.JWKSURL == "https://ref.supabase.co/auth/v1/.well-known/jwks.json"
+			}, ""},
+		{"environment overrides", map[string]string{
+			"SUPABASE_URL": "https://ref.supabase.co", "PORT": "9000", "INVIGIL_DISCONNECT_AFTER": "40s",
+			"INVIGIL_ALLOWED_ORIGINS": "https://a.example, https://b.example", "SUPABASE_JWKS_URL": "https://keys.example/jwks",
+		}, nil, func(c app.Config) bool {
+			return c.Addr == ":9000" && c.DisconnectAfter == 40*time.Second && len(c.AllowedOrigins) == 2 &&
+				c.AllowedOrigins[1] == "https://b.example" && c.JWKSURL == "https://keys.example/jwks"
+		}, ""},
+		{"flags mirror the environment", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "PORT": "9000"},
+			[]string{"--port", "9100", "--heartbeat-min-interval", "2s"},
+			func(c app.Config) bool { return c.Addr == ":9100" && c.HeartbeatMin == 2*time.Second }, ""},
+		{"demo binds loopback only", nil, []string{"--demo"},
+			func(c app.Config) bool { return c.Demo && c.Addr == "127.0.0.1:8080" && c.DemoStudents == 25 }, ""},
+		{"no way to verify tokens", nil, nil, nil, "SUPABASE_URL"},
+		{"bad duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_TYPING_TTL": "soon"}, nil, nil, "INVIGIL_TYPING_TTL"},
+		{"zero duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_RETENTION": "0s"}, nil, nil, "INVIGIL_RETENTION"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := app.LoadConfig(func(k string) string { return c.env[k] }, c.args)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("want an error naming %s, got %v", c.wantErr, err)
+				}
+				return
+			}
+			if err != nil || !c.check(got) {
+				t.Fatalf("err %v, config %+v", err, got)
+			}
+		})
+	}
+}
