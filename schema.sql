@@ -1,5 +1,10 @@
--- invigil's live tables. Applied at every start; every statement is idempotent.
+-- invigil's live tables: the schema a new database gets, at the latest
+-- version (store/migrate.go upgrades older files in place, step by step).
 -- Times are RFC 3339 UTC strings with milliseconds, so they sort as text.
+
+-- Small facts about the database itself (the health check writes here).
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('health', '');
 
 -- Exams as registered by Supabase through POST /hooks/exams.
 CREATE TABLE IF NOT EXISTS exams (
@@ -11,7 +16,8 @@ CREATE TABLE IF NOT EXISTS exams (
   status      TEXT NOT NULL CHECK (status IN ('scheduled', 'open', 'closed')),
   starts_at   TEXT,
   ends_at     TEXT,
-  updated_at  TEXT NOT NULL
+  updated_at  TEXT NOT NULL,               -- when invigil last applied a delivery
+  source_updated_at TEXT                   -- the row's updated_at in Supabase, when the hook sent it
 );
 
 -- One live proctoring session per student and exam.
@@ -27,7 +33,8 @@ CREATE TABLE IF NOT EXISTS exam_sessions (
   violations_by_type  TEXT NOT NULL DEFAULT '{}',  -- JSON {type: count}, exact too
   last_violation_type TEXT,
   last_violation_at   TEXT,
-  last_heartbeat      TEXT NOT NULL,
+  last_heartbeat      TEXT NOT NULL,               -- last sign of life (start or heartbeat)
+  last_beat_at        TEXT,                        -- last heartbeat call, for the minimum interval
   started_at          TEXT NOT NULL,
   ended_at            TEXT,
   disconnects         INTEGER NOT NULL DEFAULT 0,
@@ -46,11 +53,14 @@ CREATE TABLE IF NOT EXISTS violations (
   type         TEXT NOT NULL,
   detail       TEXT NOT NULL DEFAULT '',
   client_ts    TEXT,
-  created_at   TEXT NOT NULL
+  created_at   TEXT NOT NULL,
+  client_id    TEXT                          -- the client's id for this report: a retry stores nothing new
 );
 
 CREATE INDEX IF NOT EXISTS violations_by_exam ON violations (exam_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS violations_by_session ON violations (exam_id, student_id, created_at DESC, id DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS violations_client_id ON violations (exam_id, student_id, client_id)
+  WHERE client_id IS NOT NULL;
 
 -- Webhook ids already handled: a replayed hook is answered 200 and changes nothing.
 CREATE TABLE IF NOT EXISTS hook_receipts (

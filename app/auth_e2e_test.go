@@ -24,7 +24,7 @@ import (
 	"invigil/app/apptest"
 	"invigil/app/auth"
 	"invigil/app/identity"
-	"invigil/store"
+	"invigil/app/proctoring"
 )
 
 // TestTokenExpiryPausesSocket: when a socket's token expires the server
@@ -94,8 +94,8 @@ func TestTokenExpiryPausesSocket(t *testing.T) {
 		}
 		return json.RawMessage(body)
 	}
-	var gotSessions, wantSessions []store.Session
-	var gotViolations, wantViolations []store.Violation
+	var gotSessions, wantSessions []proctoring.SessionView
+	var gotViolations, wantViolations []proctoring.ViolationView
 	decode(t, got["q1"], &gotSessions)
 	decode(t, current("proctoring.getExamSessions"), &wantSessions)
 	decode(t, got["q2"], &gotViolations)

@@ -17,6 +17,7 @@ type Config struct {
 
 	SupabaseURL     string
 	JWKSURL         string
+	JWTIssuer       string // the iss tokens must carry; "-": none
 	JWTSecret       string
 	ServiceRoleKey  string
 	WebhookSecret   string
@@ -26,14 +27,26 @@ type Config struct {
 	PresenceTTL     time.Duration
 	TypingTTL       time.Duration
 	Retention       time.Duration
+	StaleAfter      time.Duration
+	MetricsToken    string
+	ReminderURL     string
+	Pprof           bool // serve /debug/pprof/ (behind MetricsToken when set)
 
 	// ViolationDetailCap is how many violation rows a session keeps (the
 	// count stays exact past it); 0 is the default, 500.
 	ViolationDetailCap int
 
-	// SendBuffer is how many frames a socket may have queued before it is
-	// closed as too slow; 0 is the default, 512.
-	SendBuffer int
+	// SendQueueBytes is how many bytes of frames a socket may have waiting
+	// before it is closed as too slow; 0 is the default, 4 MiB.
+	SendQueueBytes int
+
+	// ReadHeaderTimeout and IdleTimeout bound slow and idle HTTP clients;
+	// 0 is the default (10 s and 120 s). DrainTimeout bounds how long a
+	// shutdown waits for queued frames (default 5 s).
+	ReadHeaderTimeout, IdleTimeout, DrainTimeout time.Duration
+	// WriteTimeout closes a socket whose write blocked this long (its client
+	// stopped reading); 0 is the default, 10 s.
+	WriteTimeout time.Duration
 }
 
 // DefaultConfig is the contract's defaults (CONTRACT §1), before the
@@ -47,6 +60,7 @@ func DefaultConfig() Config {
 		PresenceTTL:     60 * time.Second,
 		TypingTTL:       6 * time.Second,
 		Retention:       24 * time.Hour,
+		StaleAfter:      2 * time.Minute,
 	}
 }
 
@@ -65,7 +79,9 @@ func LoadConfig(getenv func(string) string, args []string) (Config, error) {
 	fs.IntVar(&c.DemoStudents, "demo-students", c.DemoStudents, "simulated students in --demo")
 	fs.StringVar(&c.DB, "db", env("INVIGIL_DB", c.DB), "SQLite file (INVIGIL_DB)")
 	fs.StringVar(&c.SupabaseURL, "supabase-url", env("SUPABASE_URL", ""), "https://<ref>.supabase.co (SUPABASE_URL)")
-	fs.StringVar(&c.JWKSURL, "jwks-url", env("SUPABASE_JWKS_URL", ""), "key set URL (SUPABASE_JWKS_URL)")
+	fs.StringVar(&c.JWKSURL, "jwks-url", env("SUPABASE_JWKS_URL", ""), "key set URL (SUPABASE_JWKS_URL; default derived from SUPABASE_URL)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", env("SUPABASE_JWT_ISSUER", ""), "the iss tokens must carry, or - for none (SUPABASE_JWT_ISSUER; default $SUPABASE_URL/auth/v1)")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof/ (behind INVIGIL_METRICS_TOKEN when set)")
 	origins := fs.String("allowed-origins", env("INVIGIL_ALLOWED_ORIGINS", ""), "browser origins allowed on /ws (INVIGIL_ALLOWED_ORIGINS)")
 	durations := []struct {
 		dst             *time.Duration
@@ -76,6 +92,7 @@ func LoadConfig(getenv func(string) string, args []string) (Config, error) {
 		{&c.PresenceTTL, "presence-ttl", "INVIGIL_PRESENCE_TTL", "presence expiry"},
 		{&c.TypingTTL, "typing-ttl", "INVIGIL_TYPING_TTL", "typing flag expiry"},
 		{&c.Retention, "retention", "INVIGIL_RETENTION", "purge delay after archival"},
+		{&c.StaleAfter, "stale-after", "INVIGIL_STALE_AFTER", "silence after an exam's end before a session is expired"},
 	}
 	raw := make([]*string, len(durations))
 	for i, d := range durations {
@@ -94,6 +111,8 @@ func LoadConfig(getenv func(string) string, args []string) (Config, error) {
 	c.JWTSecret = getenv("SUPABASE_JWT_SECRET")
 	c.ServiceRoleKey = getenv("SUPABASE_SERVICE_ROLE_KEY")
 	c.WebhookSecret = getenv("INVIGIL_WEBHOOK_SECRET")
+	c.MetricsToken = getenv("INVIGIL_METRICS_TOKEN")
+	c.ReminderURL = getenv("INVIGIL_REMINDER_URL")
 	for _, o := range strings.Split(*origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.AllowedOrigins = append(c.AllowedOrigins, o)
@@ -117,5 +136,14 @@ func LoadConfig(getenv func(string) string, args []string) (Config, error) {
 	return c, nil
 }
 
-// Issuer is the token issuer Supabase uses.
-func (c Config) Issuer() string { return c.SupabaseURL + "/auth/v1" }
+// Issuer is the iss tokens must carry: SUPABASE_JWT_ISSUER, else the one
+// Supabase uses ($SUPABASE_URL/auth/v1); "" when it is "-" (none).
+func (c Config) Issuer() string {
+	switch c.JWTIssuer {
+	case "":
+		return c.SupabaseURL + "/auth/v1"
+	case "-":
+		return ""
+	}
+	return c.JWTIssuer
+}

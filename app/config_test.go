@@ -20,7 +20,7 @@ func TestLoadConfig(t *testing.T) {
 			func(c app.Config) bool {
 				return c.Addr == ":8080" && c.DB == "data/invigil.db" && c.HeartbeatMin == 5*time.Second &&
 					c.DisconnectAfter == 25*time.Second && c.PresenceTTL == time.Minute && c.TypingTTL == 6*time.Second &&
-					c.Retention == 24*time.Hour && c.Issuer() == "https://ref.supabase.co/auth/v1" &&
+					c.Retention == 24*time.Hour && c.StaleAfter == 2*time.Minute && c.Issuer() == "https://ref.supabase.co/auth/v1" &&
 					c.JWKSURL == "https://ref.supabase.co/auth/v1/.well-known/jwks.json"
 			}, ""},
 		{"environment overrides", map[string]string{
@@ -35,6 +35,15 @@ func TestLoadConfig(t *testing.T) {
 			func(c app.Config) bool { return c.Addr == ":9100" && c.HeartbeatMin == 2*time.Second }, ""},
 		{"demo binds loopback only", nil, []string{"--demo"},
 			func(c app.Config) bool { return c.Demo && c.Addr == "127.0.0.1:8080" && c.DemoStudents == 25 }, ""},
+		{"issuer override", map[string]string{"SUPABASE_URL": "http://kong:8000", "SUPABASE_JWT_ISSUER": "http://localhost:9999"}, nil,
+			func(c app.Config) bool { return c.Issuer() == "http://localhost:9999" }, ""},
+		{"tokens without iss", map[string]string{"SUPABASE_URL": "http://kong:8000", "SUPABASE_JWT_ISSUER": "-"}, nil,
+			func(c app.Config) bool { return c.Issuer() == "" }, ""},
+		{"operations settings", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_METRICS_TOKEN": "m3tr1cs",
+			"INVIGIL_STALE_AFTER": "5m", "INVIGIL_REMINDER_URL": "https://notify.example/hook"}, []string{"--pprof"},
+			func(c app.Config) bool {
+				return c.MetricsToken == "m3tr1cs" && c.StaleAfter == 5*time.Minute && c.ReminderURL == "https://notify.example/hook" && c.Pprof
+			}, ""},
 		{"no way to verify tokens", nil, nil, nil, "SUPABASE_URL"},
 		{"bad duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_TYPING_TTL": "soon"}, nil, nil, "INVIGIL_TYPING_TTL"},
 		{"zero duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_RETENTION": "0s"}, nil, nil, "INVIGIL_RETENTION"},

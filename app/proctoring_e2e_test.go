@@ -15,7 +15,7 @@ import (
 	"invigil/app/apptest"
 	"invigil/app/exam"
 	"invigil/app/identity"
-	"invigil/store"
+	"invigil/app/proctoring"
 )
 
 var (
@@ -35,9 +35,9 @@ func bootWithExams(t *testing.T, opts ...apptest.Option) *apptest.Harness {
 	return h
 }
 
-func sessions(t *testing.T, raw json.RawMessage) []store.Session {
+func sessions(t *testing.T, raw json.RawMessage) []proctoring.SessionView {
 	t.Helper()
-	var out []store.Session
+	var out []proctoring.SessionView
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("decode sessions %s: %v", raw, err)
 	}
@@ -78,28 +78,28 @@ func TestTutorSeesEveryChangeOnce(t *testing.T) {
 	steps := []struct {
 		name string
 		act  func()
-		want func(s store.Session) bool
+		want func(s proctoring.SessionView) bool
 	}{
 		{"start", func() { mustResult(t, student.Call("proctoring.startSession", map[string]string{"exam_id": "e1"})) },
-			func(s store.Session) bool { return s.Status == "active" && s.StudentName == student1.Name }},
+			func(s proctoring.SessionView) bool { return s.Status == "active" && s.StudentName == student1.Name }},
 		{"heartbeat", func() {
 			h.Advance(10 * time.Second)
 			mustResult(t, student.Call("proctoring.heartbeat", map[string]any{"exam_id": "e1", "current_question": 3, "answered_count": 2}))
-		}, func(s store.Session) bool { return s.CurrentQuestion == 3 && s.AnsweredCount == 2 }},
+		}, func(s proctoring.SessionView) bool { return s.CurrentQuestion == 3 && s.AnsweredCount == 2 }},
 		{"violation", func() {
 			mustResult(t, student.Call("proctoring.logViolation", map[string]any{"exam_id": "e1", "type": "tab_hidden"}))
-		}, func(s store.Session) bool {
+		}, func(s proctoring.SessionView) bool {
 			return s.ViolationCount == 1 && s.LastViolation != nil && s.LastViolation.Type == "tab_hidden"
 		}},
 		{"socket closed", func() { student.Conn.Close() },
-			func(s store.Session) bool { return s.Status == "disconnected" }},
+			func(s proctoring.SessionView) bool { return s.Status == "disconnected" }},
 		{"back", func() {
 			student = h.DialAs(student1)
 			h.Advance(10 * time.Second)
 			mustResult(t, student.Call("proctoring.heartbeat", map[string]any{"exam_id": "e1", "current_question": 4, "answered_count": 3}))
-		}, func(s store.Session) bool { return s.Status == "active" && s.CurrentQuestion == 4 }},
+		}, func(s proctoring.SessionView) bool { return s.Status == "active" && s.CurrentQuestion == 4 }},
 		{"submit", func() { mustResult(t, student.Call("proctoring.endSession", map[string]string{"exam_id": "e1"})) },
-			func(s store.Session) bool { return s.Status == "submitted" && s.EndedAt != nil }},
+			func(s proctoring.SessionView) bool { return s.Status == "submitted" && s.EndedAt != nil }},
 	}
 	for _, step := range steps {
 		step.act()
@@ -123,10 +123,11 @@ func TestHeartbeatRateLimit(t *testing.T) {
 	s := h.DialAs(student1)
 	mustResult(t, s.Call("proctoring.startSession", map[string]string{"exam_id": "e1"}))
 	hb := map[string]any{"exam_id": "e1", "current_question": 0, "answered_count": 0}
+	mustResult(t, s.Call("proctoring.heartbeat", hb)) // startSession is no heartbeat
 	h.Advance(2 * time.Second)
 	f := s.Call("proctoring.heartbeat", hb)
 	if f.Code != "rate_limited" || f.RetryAfterMs < 2900 || f.RetryAfterMs > 3100 {
-		t.Fatalf("heartbeat 2s after start: want rate_limited with retry_after_ms≈3000, got %+v", f)
+		t.Fatalf("heartbeat 2s after a heartbeat: want rate_limited with retry_after_ms≈3000, got %+v", f)
 	}
 	h.Advance(3 * time.Second)
 	hb["network"] = map[string]any{"rtt_ms": 120, "downlink_mbps": 2.5, "effective_type": "3g"}
@@ -173,7 +174,7 @@ func TestSilentHTTPStudentIsDisconnected(t *testing.T) {
 		if code != 200 {
 			t.Fatalf("getSession: %d %s", code, body)
 		}
-		var s store.Session
+		var s proctoring.SessionView
 		json.Unmarshal([]byte(body), &s)
 		return s.Status
 	}
@@ -234,10 +235,7 @@ func TestViolationCapKeepsCountExact(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("getSession: %d %s", code, body)
 	}
-	var d struct {
-		store.Session
-		Violations []store.Violation `json:"violations"`
-	}
+	var d proctoring.SessionDetail
 	json.Unmarshal([]byte(body), &d)
 	if d.ViolationCount != 5 || len(d.Violations) != 3 {
 		t.Fatalf("want count 5 with 3 stored rows, got count %d with %d rows", d.ViolationCount, len(d.Violations))

@@ -314,7 +314,8 @@ func TestAllowedOrigins(t *testing.T) {
 // closed once its send buffer fills, rather than losing frames silently.
 func TestSlowConsumerIsClosed(t *testing.T) {
 	h := bootWithExams(t, apptest.WithConfig(func(c *app.Config) {
-		c.SendBuffer = 4
+		c.SendQueueBytes = 64 << 10
+		c.WriteTimeout = 2 * time.Second
 		c.ViolationDetailCap = 1 << 20 // every write keeps changing the newest 500
 	}))
 	url := "ws" + strings.TrimPrefix(h.URL, "http") + "/ws"

@@ -19,51 +19,57 @@ type Exam struct {
 	Status     string
 	StartsAt   string
 	EndsAt     string
-	UpdatedAt  string
+	UpdatedAt  string // when invigil applied it
+	// SourceUpdatedAt is the row's updated_at in Supabase (TimeFormat), ""
+	// when the delivery carried none.
+	SourceUpdatedAt string
 }
 
-// ErrNotFound is returned when a row does not exist.
-var ErrNotFound = errors.New("store: not found")
-
-// UpsertExam registers or replaces an exam.
-func (tx *Tx) UpsertExam(ctx context.Context, e Exam) error {
+// UpsertExam registers or replaces an exam. A delivery whose
+// SourceUpdatedAt is older than the one already applied changes nothing:
+// applied reports whether it took effect.
+func (tx *Tx) UpsertExam(e Exam) (applied bool, err error) {
 	tutors, err := json.Marshal(nonNil(e.TutorIDs))
 	if err != nil {
-		return err
+		return false, err
 	}
 	var students any
 	if e.StudentIDs != nil {
 		b, err := json.Marshal(e.StudentIDs)
 		if err != nil {
-			return err
+			return false, err
 		}
 		students = string(b)
 	}
-	_, err = tx.tx.ExecContext(ctx, `
-		INSERT INTO exams (id, title, tutor_ids, student_ids, quiz_code, status, starts_at, ends_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	res, err := tx.exec(`
+		INSERT INTO exams (id, title, tutor_ids, student_ids, quiz_code, status, starts_at, ends_at, updated_at, source_updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET title = excluded.title, tutor_ids = excluded.tutor_ids,
 			student_ids = excluded.student_ids, quiz_code = excluded.quiz_code, status = excluded.status,
-			starts_at = excluded.starts_at, ends_at = excluded.ends_at, updated_at = excluded.updated_at`,
+			starts_at = excluded.starts_at, ends_at = excluded.ends_at, updated_at = excluded.updated_at,
+			source_updated_at = coalesce(excluded.source_updated_at, exams.source_updated_at)
+		WHERE excluded.source_updated_at IS NULL OR exams.source_updated_at IS NULL
+			OR excluded.source_updated_at >= exams.source_updated_at`,
 		e.ID, e.Title, string(tutors), students, nullString(e.QuizCode), e.Status,
-		nullString(e.StartsAt), nullString(e.EndsAt), FormatTime(tx.now))
+		nullString(e.StartsAt), nullString(e.EndsAt), FormatTime(tx.now), nullString(e.SourceUpdatedAt))
 	if err != nil {
-		return fmt.Errorf("upsert exam %s: %w", e.ID, err)
+		return false, fmt.Errorf("upsert exam %s: %w", e.ID, err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // Exam reads one exam; ErrNotFound if it is not registered.
 func (r *Reader) Exam(ctx context.Context, id string) (Exam, error) {
 	var (
-		e                            Exam
-		tutors                       string
-		students, quiz, starts, ends sql.NullString
+		e                                    Exam
+		tutors                               string
+		students, quiz, starts, ends, source sql.NullString
 	)
-	err := r.q.QueryRowContext(ctx, `
-		SELECT id, title, tutor_ids, student_ids, quiz_code, status, starts_at, ends_at, updated_at
+	err := r.q.QueryRowContext(r.ctx(ctx), `
+		SELECT id, title, tutor_ids, student_ids, quiz_code, status, starts_at, ends_at, updated_at, source_updated_at
 		FROM exams WHERE id = ?`, id).
-		Scan(&e.ID, &e.Title, &tutors, &students, &quiz, &e.Status, &starts, &ends, &e.UpdatedAt)
+		Scan(&e.ID, &e.Title, &tutors, &students, &quiz, &e.Status, &starts, &ends, &e.UpdatedAt, &source)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Exam{}, ErrNotFound
 	}
@@ -79,24 +85,19 @@ func (r *Reader) Exam(ctx context.Context, id string) (Exam, error) {
 			return Exam{}, fmt.Errorf("exam %s student_ids: %w", id, err)
 		}
 	}
-	e.QuizCode, e.StartsAt, e.EndsAt = quiz.String, starts.String, ends.String
+	e.QuizCode, e.StartsAt, e.EndsAt, e.SourceUpdatedAt = quiz.String, starts.String, ends.String, source.String
 	return e, nil
 }
 
 // Exam reads one exam from the reader pool.
-func (db *DB) Exam(ctx context.Context, id string) (e Exam, err error) {
-	err = db.Read(ctx, func(r *Reader) error {
-		e, err = r.Exam(ctx, id)
-		return err
-	})
-	return e, err
+func (db *DB) Exam(ctx context.Context, id string) (Exam, error) {
+	return db.reader().Exam(ctx, id)
 }
 
 // ClaimHook records a webhook id; it reports false if the id was seen
 // before, in which case the hook must change nothing.
-func (tx *Tx) ClaimHook(ctx context.Context, id string) (bool, error) {
-	res, err := tx.tx.ExecContext(ctx,
-		`INSERT INTO hook_receipts (id, received_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
+func (tx *Tx) ClaimHook(id string) (bool, error) {
+	res, err := tx.exec(`INSERT INTO hook_receipts (id, received_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
 		id, FormatTime(tx.now))
 	if err != nil {
 		return false, fmt.Errorf("claim hook %s: %w", id, err)
@@ -112,17 +113,10 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 // PurgeHookReceipts forgets webhook ids older than before. Deliveries that
 // old are refused by their timestamp anyway.
-func (tx *Tx) PurgeHookReceipts(ctx context.Context, before time.Time) (int64, error) {
-	res, err := tx.tx.ExecContext(ctx, `DELETE FROM hook_receipts WHERE received_at < ?`, FormatTime(before))
+func (tx *Tx) PurgeHookReceipts(before time.Time) (int64, error) {
+	res, err := tx.exec(`DELETE FROM hook_receipts WHERE received_at < ?`, FormatTime(before))
 	if err != nil {
 		return 0, fmt.Errorf("purge hook receipts: %w", err)
 	}

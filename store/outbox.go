@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -18,9 +19,9 @@ type OutboxItem struct {
 
 // Enqueue adds a delivery, due at once. Call it in the transaction that made
 // the change it reports, so that neither exists without the other.
-func (tx *Tx) Enqueue(ctx context.Context, target, onConflict, body string) error {
+func (tx *Tx) Enqueue(target, onConflict, body string) error {
 	now := FormatTime(tx.now)
-	_, err := tx.tx.ExecContext(ctx, `INSERT INTO outbox (target, on_conflict, body, created_at, next_attempt_at)
+	_, err := tx.exec(`INSERT INTO outbox (target, on_conflict, body, created_at, next_attempt_at)
 		VALUES (?, ?, ?, ?, ?)`, target, onConflict, body, now, now)
 	if err != nil {
 		return fmt.Errorf("enqueue %s: %w", target, err)
@@ -29,8 +30,8 @@ func (tx *Tx) Enqueue(ctx context.Context, target, onConflict, body string) erro
 }
 
 // DueOutbox lists undelivered items whose next attempt is due, oldest first.
-func (r *Reader) DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error) {
-	rows, err := r.q.QueryContext(ctx, `SELECT id, target, on_conflict, body, attempts, created_at FROM outbox
+func (db *DB) DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT id, target, on_conflict, body, attempts, created_at FROM outbox
 		WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?`, FormatTime(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox: %w", err)
@@ -48,30 +49,50 @@ func (r *Reader) DueOutbox(ctx context.Context, now time.Time, limit int) ([]Out
 }
 
 // OutboxPending counts items not yet delivered.
-func (r *Reader) OutboxPending(ctx context.Context) (pending int, err error) {
-	err = r.q.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE delivered_at IS NULL`).Scan(&pending)
+func (db *DB) OutboxPending(ctx context.Context) (pending int, err error) {
+	err = db.read.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE delivered_at IS NULL`).Scan(&pending)
 	return pending, err
 }
 
 // OutboxDelivered marks an item delivered.
-func (tx *Tx) OutboxDelivered(ctx context.Context, id int64) error {
-	_, err := tx.tx.ExecContext(ctx, `UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL
+func (tx *Tx) OutboxDelivered(id int64) error {
+	_, err := tx.exec(`UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL
 		WHERE id = ?`, FormatTime(tx.now), id)
 	return err
 }
 
 // OutboxFailed records a failed attempt and when to try again.
-func (tx *Tx) OutboxFailed(ctx context.Context, id int64, next time.Time, reason string) error {
-	_, err := tx.tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?
+func (tx *Tx) OutboxFailed(id int64, next time.Time, reason string) error {
+	_, err := tx.exec(`UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?
 		WHERE id = ?`, FormatTime(next), reason, id)
 	return err
 }
 
 // PurgeDelivered forgets items delivered before the cutoff.
-func (tx *Tx) PurgeDelivered(ctx context.Context, before time.Time) (int64, error) {
-	res, err := tx.tx.ExecContext(ctx, `DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?`, FormatTime(before))
+func (tx *Tx) PurgeDelivered(before time.Time) (int64, error) {
+	res, err := tx.exec(`DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?`, FormatTime(before))
 	if err != nil {
 		return 0, fmt.Errorf("purge outbox: %w", err)
 	}
 	return res.RowsAffected()
+}
+
+// OutboxStats are the outbox's figures for /metrics.
+type OutboxStats struct {
+	Pending   int
+	OldestAge time.Duration // of the oldest pending item; 0 when none
+}
+
+// OutboxStats counts pending items and the age of the oldest.
+func (db *DB) OutboxStats(ctx context.Context, now time.Time) (OutboxStats, error) {
+	var st OutboxStats
+	var oldest sql.NullString
+	err := db.read.QueryRowContext(ctx, `SELECT count(*), min(created_at) FROM outbox WHERE delivered_at IS NULL`).Scan(&st.Pending, &oldest)
+	if err != nil {
+		return st, fmt.Errorf("outbox stats: %w", err)
+	}
+	if t, err := ParseTime(oldest.String); err == nil && oldest.Valid {
+		st.OldestAge = max(0, now.Sub(t))
+	}
+	return st, nil
 }

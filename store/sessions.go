@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -15,75 +16,66 @@ const (
 	StatusSubmitted    = "submitted"
 )
 
-// Session is one student's live proctoring session in one exam.
+// Session is one student's live proctoring session in one exam, as stored.
 type Session struct {
-	ID              string         `json:"_id"`
-	ExamID          string         `json:"exam_id"`
-	StudentID       string         `json:"student_id"`
-	StudentName     string         `json:"student_name"`
-	Status          string         `json:"status"`
-	CurrentQuestion int            `json:"current_question"`
-	AnsweredCount   int            `json:"answered_count"`
-	ViolationCount  int            `json:"violation_count"`
-	LastViolation   *LastViolation `json:"last_violation"`
-	LastHeartbeat   string         `json:"last_heartbeat"`
-	StartedAt       string         `json:"started_at"`
-	EndedAt         *string        `json:"ended_at"`
-	Disconnects     int            `json:"-"`
-	Network         *string        `json:"-"`
-	ByType          string         `json:"-"` // JSON {violation type: count}
-}
-
-// LastViolation is the newest violation's type and server time.
-type LastViolation struct {
-	Type      string `json:"type"`
-	CreatedAt string `json:"created_at"`
+	ID              string
+	ExamID          string
+	StudentID       string
+	StudentName     string
+	Status          string
+	CurrentQuestion int
+	AnsweredCount   int
+	ViolationCount  int
+	LastViolationType,
+	LastViolationAt string // "" when none
+	LastHeartbeat string // last sign of life: a start or a heartbeat
+	LastBeatAt    string // last heartbeat call, "" before the first
+	StartedAt     string
+	EndedAt       string // "" while not submitted
+	Disconnects   int
+	Network       string // JSON of the last heartbeat's network report, "" when none
+	ByType        string // JSON {violation type: count}
 }
 
 // Violation is one reported violation.
 type Violation struct {
-	ID          string  `json:"_id"`
-	ExamID      string  `json:"exam_id"`
-	StudentID   string  `json:"student_id"`
-	StudentName string  `json:"student_name"`
-	Type        string  `json:"type"`
-	Detail      string  `json:"detail"`
-	ClientTS    *string `json:"client_ts"`
-	CreatedAt   string  `json:"created_at"`
+	ID          string
+	ExamID      string
+	StudentID   string
+	StudentName string
+	Type        string
+	Detail      string
+	ClientTS    string // "" when the client sent none
+	ClientID    string // "" when the client sent none
+	CreatedAt   string
 }
 
 const sessionColumns = `id, exam_id, student_id, student_name, status, current_question, answered_count,
-	violation_count, last_violation_type, last_violation_at, last_heartbeat, started_at, ended_at,
-	disconnects, network, violations_by_type`
+	violation_count, coalesce(last_violation_type, ''), coalesce(last_violation_at, ''), last_heartbeat,
+	coalesce(last_beat_at, ''), started_at, coalesce(ended_at, ''), disconnects, coalesce(network, ''),
+	violations_by_type`
 
 func scanSession(sc interface{ Scan(...any) error }) (Session, error) {
-	var (
-		s              Session
-		lvType, lvAt   sql.NullString
-		ended, network sql.NullString
-	)
+	var s Session
 	err := sc.Scan(&s.ID, &s.ExamID, &s.StudentID, &s.StudentName, &s.Status, &s.CurrentQuestion,
-		&s.AnsweredCount, &s.ViolationCount, &lvType, &lvAt, &s.LastHeartbeat, &s.StartedAt, &ended,
-		&s.Disconnects, &network, &s.ByType)
-	if err != nil {
-		return Session{}, err
-	}
-	if lvType.Valid {
-		s.LastViolation = &LastViolation{Type: lvType.String, CreatedAt: lvAt.String}
-	}
-	if ended.Valid {
-		s.EndedAt = &ended.String
-	}
-	if network.Valid {
-		s.Network = &network.String
-	}
-	return s, nil
+		&s.AnsweredCount, &s.ViolationCount, &s.LastViolationType, &s.LastViolationAt, &s.LastHeartbeat,
+		&s.LastBeatAt, &s.StartedAt, &s.EndedAt, &s.Disconnects, &s.Network, &s.ByType)
+	return s, err
+}
+
+const violationColumns = `id, exam_id, student_id, student_name, type, detail, coalesce(client_ts, ''),
+	coalesce(client_id, ''), created_at`
+
+func scanViolation(sc interface{ Scan(...any) error }) (Violation, error) {
+	var v Violation
+	err := sc.Scan(&v.ID, &v.ExamID, &v.StudentID, &v.StudentName, &v.Type, &v.Detail, &v.ClientTS, &v.ClientID, &v.CreatedAt)
+	return v, err
 }
 
 // Session reads one session; ErrNotFound if the student has none in the exam.
 func (r *Reader) Session(ctx context.Context, examID, studentID string) (Session, error) {
-	s, err := scanSession(r.q.QueryRowContext(ctx,
-		`SELECT `+sessionColumns+` FROM exam_sessions WHERE exam_id = ? AND student_id = ?`, examID, studentID))
+	ctx = r.ctx(ctx)
+	s, err := scanSession(r.stmt(ctx, r.stmts.session).QueryRowContext(ctx, examID, studentID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Session{}, ErrNotFound
 	}
@@ -93,53 +85,61 @@ func (r *Reader) Session(ctx context.Context, examID, studentID string) (Session
 	return s, nil
 }
 
+// Session reads one session from the reader pool.
+func (db *DB) Session(ctx context.Context, examID, studentID string) (Session, error) {
+	return db.reader().Session(ctx, examID, studentID)
+}
+
 // ExamSessions reads an exam's sessions sorted by student name.
-func (r *Reader) ExamSessions(ctx context.Context, examID string) ([]Session, error) {
-	rows, err := r.q.QueryContext(ctx, `SELECT `+sessionColumns+` FROM exam_sessions
-		WHERE exam_id = ? ORDER BY student_name, student_id`, examID)
+func (db *DB) ExamSessions(ctx context.Context, examID string) ([]Session, error) {
+	return collect(ctx, db.rstmts.examSessions, scanSession, examID)
+}
+
+// SessionsByID reads the exam's sessions among ids (a list's changed rows).
+func (db *DB) SessionsByID(ctx context.Context, examID string, ids []string) ([]Session, error) {
+	b, err := json.Marshal(ids)
 	if err != nil {
-		return nil, fmt.Errorf("read sessions of %s: %w", examID, err)
+		return nil, err
 	}
-	defer rows.Close()
-	out := []Session{}
-	for rows.Next() {
-		s, err := scanSession(rows)
-		if err != nil {
-			return nil, fmt.Errorf("scan session: %w", err)
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return collect(ctx, db.rstmts.sessionsByID, scanSession, examID, string(b))
 }
 
 // Violations reads an exam's newest violations, or one student's when
-// studentID is not empty.
+// studentID is not empty, newest first.
+func (db *DB) Violations(ctx context.Context, examID, studentID string, limit int) ([]Violation, error) {
+	return db.reader().Violations(ctx, examID, studentID, limit)
+}
+
+// Violations reads as DB.Violations does, in this reader's snapshot.
 func (r *Reader) Violations(ctx context.Context, examID, studentID string, limit int) ([]Violation, error) {
-	query := `SELECT id, exam_id, student_id, student_name, type, detail, client_ts, created_at
-		FROM violations WHERE exam_id = ?`
-	args := []any{examID}
-	if studentID != "" {
-		query += ` AND student_id = ?`
-		args = append(args, studentID)
+	ctx = r.ctx(ctx)
+	if studentID == "" {
+		return collect(ctx, r.stmt(ctx, r.stmts.examViolations), scanViolation, examID, limit)
 	}
-	query += ` ORDER BY created_at DESC, id DESC LIMIT ?`
-	args = append(args, limit)
-	rows, err := r.q.QueryContext(ctx, query, args...)
+	return collect(ctx, r.stmt(ctx, r.stmts.studentViolations), scanViolation, examID, studentID, limit)
+}
+
+// ViolationsByID reads the exam's violations among ids.
+func (db *DB) ViolationsByID(ctx context.Context, examID string, ids []string) ([]Violation, error) {
+	b, err := json.Marshal(ids)
 	if err != nil {
-		return nil, fmt.Errorf("read violations of %s: %w", examID, err)
+		return nil, err
+	}
+	return collect(ctx, db.rstmts.violationsByID, scanViolation, examID, string(b))
+}
+
+// collect runs a prepared query and scans every row.
+func collect[T any](ctx context.Context, s *sql.Stmt, scan func(interface{ Scan(...any) error }) (T, error), args ...any) ([]T, error) {
+	rows, err := s.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: query: %w", err)
 	}
 	defer rows.Close()
-	out := []Violation{}
+	out := []T{}
 	for rows.Next() {
-		var (
-			v  Violation
-			ts sql.NullString
-		)
-		if err := rows.Scan(&v.ID, &v.ExamID, &v.StudentID, &v.StudentName, &v.Type, &v.Detail, &ts, &v.CreatedAt); err != nil {
-			return nil, fmt.Errorf("scan violation: %w", err)
-		}
-		if ts.Valid {
-			v.ClientTS = &ts.String
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: scan: %w", err)
 		}
 		out = append(out, v)
 	}
@@ -149,9 +149,9 @@ func (r *Reader) Violations(ctx context.Context, examID, studentID string, limit
 // SessionKey names one session.
 type SessionKey struct{ ExamID, StudentID string }
 
-// SilentSessions lists active sessions whose last heartbeat is before cutoff.
-func (r *Reader) SilentSessions(ctx context.Context, cutoff time.Time) ([]SessionKey, error) {
-	rows, err := r.q.QueryContext(ctx, `SELECT exam_id, student_id FROM exam_sessions
+// SilentSessions lists active sessions whose last sign of life is before cutoff.
+func (db *DB) SilentSessions(ctx context.Context, cutoff time.Time) ([]SessionKey, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT exam_id, student_id FROM exam_sessions
 		WHERE status = 'active' AND last_heartbeat < ?`, FormatTime(cutoff))
 	if err != nil {
 		return nil, fmt.Errorf("read silent sessions: %w", err)
@@ -169,27 +169,26 @@ func (r *Reader) SilentSessions(ctx context.Context, cutoff time.Time) ([]Sessio
 }
 
 // StartSession creates the student's session, or makes an existing one
-// active again (a reload or a new tab joins the same session).
-func (tx *Tx) StartSession(ctx context.Context, examID, studentID, name string) (Session, error) {
+// active again (a reload or a new tab joins the same session). It marks the
+// student alive but is not a heartbeat: last_beat_at is left alone.
+func (tx *Tx) StartSession(examID, studentID, name string) (Session, error) {
 	now := FormatTime(tx.now)
-	_, err := tx.tx.ExecContext(ctx, `
-		INSERT INTO exam_sessions (exam_id, student_id, id, student_name, status, last_heartbeat, started_at)
-		VALUES (?, ?, ?, ?, 'active', ?, ?)
-		ON CONFLICT (exam_id, student_id) DO UPDATE SET
-			status = 'active', student_name = excluded.student_name, last_heartbeat = excluded.last_heartbeat`,
+	_, err := tx.stmt(tx.db.stmts.startSession).ExecContext(tx.ctx,
 		examID, studentID, NewID("s_", tx.now), name, now, now)
 	if err != nil {
 		return Session{}, fmt.Errorf("start session %s/%s: %w", examID, studentID, err)
 	}
-	return tx.Reader().Session(ctx, examID, studentID)
+	return tx.Reader().Session(tx.ctx, examID, studentID)
 }
 
 // Heartbeat records progress and makes the session active.
-func (tx *Tx) Heartbeat(ctx context.Context, examID, studentID string, question, answered int, network *string) error {
-	_, err := tx.tx.ExecContext(ctx, `UPDATE exam_sessions SET status = 'active', current_question = ?,
-		answered_count = ?, network = coalesce(?, network), last_heartbeat = ?
-		WHERE exam_id = ? AND student_id = ?`,
-		question, answered, network, FormatTime(tx.now), examID, studentID)
+func (tx *Tx) Heartbeat(examID, studentID string, question, answered int, network string) error {
+	var net any
+	if network != "" {
+		net = network
+	}
+	now := FormatTime(tx.now)
+	_, err := tx.stmt(tx.db.stmts.heartbeat).ExecContext(tx.ctx, question, answered, net, now, now, examID, studentID)
 	if err != nil {
 		return fmt.Errorf("heartbeat %s/%s: %w", examID, studentID, err)
 	}
@@ -198,11 +197,8 @@ func (tx *Tx) Heartbeat(ctx context.Context, examID, studentID string, question,
 
 // SetSessionStatus moves a session to status. Becoming disconnected counts a
 // disconnect; becoming submitted sets ended_at.
-func (tx *Tx) SetSessionStatus(ctx context.Context, examID, studentID, status string) error {
-	_, err := tx.tx.ExecContext(ctx, `UPDATE exam_sessions SET status = ?,
-		disconnects = disconnects + (? = 'disconnected'),
-		ended_at = CASE WHEN ? = 'submitted' THEN ? ELSE ended_at END
-		WHERE exam_id = ? AND student_id = ?`,
+func (tx *Tx) SetSessionStatus(examID, studentID, status string) error {
+	_, err := tx.stmt(tx.db.stmts.setStatus).ExecContext(tx.ctx,
 		status, status, status, FormatTime(tx.now), examID, studentID)
 	if err != nil {
 		return fmt.Errorf("set session %s/%s %s: %w", examID, studentID, status, err)
@@ -210,15 +206,25 @@ func (tx *Tx) SetSessionStatus(ctx context.Context, examID, studentID, status st
 	return nil
 }
 
+// ViolationByClientID finds a violation the client already reported under
+// clientID; ErrNotFound if there is none.
+func (r *Reader) ViolationByClientID(ctx context.Context, examID, studentID, clientID string) (Violation, error) {
+	ctx = r.ctx(ctx)
+	v, err := scanViolation(r.q.QueryRowContext(ctx, `SELECT `+violationColumns+` FROM violations
+		WHERE exam_id = ? AND student_id = ? AND client_id = ?`, examID, studentID, clientID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Violation{}, ErrNotFound
+	}
+	return v, err
+}
+
 // AddViolation counts a violation on its session and, when keepDetail, stores
 // its row. The count stays exact whether or not the row is kept.
-func (tx *Tx) AddViolation(ctx context.Context, v Violation, keepDetail bool) (Violation, error) {
+func (tx *Tx) AddViolation(v Violation, keepDetail bool) (Violation, error) {
 	v.CreatedAt = FormatTime(tx.now)
 	v.ID = NewID("v_", tx.now)
 	path := `$."` + v.Type + `"` // types come from a fixed list of identifiers
-	_, err := tx.tx.ExecContext(ctx, `UPDATE exam_sessions SET violation_count = violation_count + 1,
-		violations_by_type = json_set(violations_by_type, ?, coalesce(json_extract(violations_by_type, ?), 0) + 1),
-		last_violation_type = ?, last_violation_at = ? WHERE exam_id = ? AND student_id = ?`,
+	_, err := tx.stmt(tx.db.stmts.countViolation).ExecContext(tx.ctx,
 		path, path, v.Type, v.CreatedAt, v.ExamID, v.StudentID)
 	if err != nil {
 		return Violation{}, fmt.Errorf("count violation %s/%s: %w", v.ExamID, v.StudentID, err)
@@ -226,10 +232,9 @@ func (tx *Tx) AddViolation(ctx context.Context, v Violation, keepDetail bool) (V
 	if !keepDetail {
 		return v, nil
 	}
-	_, err = tx.tx.ExecContext(ctx, `INSERT INTO violations
-		(id, exam_id, student_id, student_name, type, detail, client_ts, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		v.ID, v.ExamID, v.StudentID, v.StudentName, v.Type, v.Detail, v.ClientTS, v.CreatedAt)
+	_, err = tx.stmt(tx.db.stmts.insertViolation).ExecContext(tx.ctx,
+		v.ID, v.ExamID, v.StudentID, v.StudentName, v.Type, v.Detail, nullString(v.ClientTS),
+		nullString(v.ClientID), v.CreatedAt)
 	if err != nil {
 		return Violation{}, fmt.Errorf("store violation %s/%s: %w", v.ExamID, v.StudentID, err)
 	}
@@ -237,14 +242,21 @@ func (tx *Tx) AddViolation(ctx context.Context, v Violation, keepDetail bool) (V
 }
 
 // DeleteSession removes a session and its violations.
-func (tx *Tx) DeleteSession(ctx context.Context, examID, studentID string) error {
+func (tx *Tx) DeleteSession(examID, studentID string) error {
 	for _, q := range []string{
 		`DELETE FROM violations WHERE exam_id = ? AND student_id = ?`,
 		`DELETE FROM exam_sessions WHERE exam_id = ? AND student_id = ?`,
 	} {
-		if _, err := tx.tx.ExecContext(ctx, q, examID, studentID); err != nil {
+		if _, err := tx.exec(q, examID, studentID); err != nil {
 			return fmt.Errorf("delete session %s/%s: %w", examID, studentID, err)
 		}
 	}
 	return nil
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

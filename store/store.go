@@ -1,8 +1,9 @@
 // Package store is invigil's SQLite database: one file in WAL mode, one
 // writer goroutine that group-commits queued writes, and a pool of readers.
 // It is the only package that speaks SQL, and it knows nothing of the app:
-// a write names the keys it touched as plain strings, and whoever listens
-// to commits (the reactive engine) decides what they mean.
+// a write names the keys (and the rows under a key) it touched as plain
+// strings, and whoever listens to commits (the reactive engine) decides what
+// they mean.
 package store
 
 import (
@@ -32,30 +33,52 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 // FormatTime renders t in TimeFormat, in UTC.
 func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
 
+// ParseTime reads a time stored in TimeFormat.
+func ParseTime(s string) (time.Time, error) { return time.Parse(TimeFormat, s) }
+
 // ErrClosed is returned by writes queued after Close.
 var ErrClosed = errors.New("store: closed")
+
+// ErrNotFound is returned when a row does not exist.
+var ErrNotFound = errors.New("store: not found")
 
 // Options configures Open.
 type Options struct {
 	Path     string
-	Schema   string // SQL applied at every open; must be idempotent
+	Schema   string // the schema a new database gets (schema.sql)
 	Clock    clockwork.Clock
 	Logger   *slog.Logger
 	Readers  int // reader pool size; default 2×GOMAXPROCS (at least 4)
 	MaxBatch int // writes per group commit; default 256
+	// Observe, when set, is told each committed batch's size and how long
+	// its commit took (for metrics).
+	Observe func(writes int, commit time.Duration)
 }
 
-// CommitHook is told, after a batch committed, its sequence number and the
-// union of the keys its writes touched. It must not block.
-type CommitHook func(seq uint64, keys []string)
+// Rows is a set of row ids touched under one key.
+type Rows map[string]struct{}
+
+// Changes is what a committed batch touched: for each key, the ids of the
+// rows it changed under that key, or nil when the key changed as a whole.
+type Changes map[string]Rows
+
+// CommitHook is told, after a batch committed, its sequence number and what
+// its writes touched. It is called from the writer, in commit order, and
+// must not block.
+type CommitHook func(seq uint64, ch Changes)
 
 // DB is the store. It is safe for concurrent use.
 type DB struct {
-	write    *sql.DB
+	path     string
+	write    *sql.Conn // the writer's own connection, with its prepared statements
+	writeDB  *sql.DB
 	read     *sql.DB
 	clock    clockwork.Clock
 	log      *slog.Logger
 	maxBatch int
+	observe  func(int, time.Duration)
+	stmts    *statements // prepared on the writer's connection
+	rstmts   *statements // prepared on the reader pool
 
 	queue     chan *writeReq
 	closeMu   sync.RWMutex // held shared while enqueueing, so Close sees every queued write
@@ -76,8 +99,8 @@ type writeReq struct {
 	done chan struct{}
 }
 
-// Open opens (creating if needed) the database at opts.Path, applies the
-// schema and starts the writer goroutine.
+// Open opens (creating if needed) the database at opts.Path, brings its
+// schema up to date and starts the writer goroutine.
 func Open(opts Options) (*DB, error) {
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
@@ -96,6 +119,7 @@ func Open(opts Options) (*DB, error) {
 			return nil, fmt.Errorf("store: create %s: %w", dir, err)
 		}
 	}
+	ctx := context.Background()
 	w, err := sql.Open("sqlite", dsn(opts.Path, false))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", opts.Path, err)
@@ -103,19 +127,38 @@ func Open(opts Options) (*DB, error) {
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	if _, err := w.Exec(opts.Schema); err != nil {
+	fail := func(err error) (*DB, error) {
 		w.Close()
-		return nil, fmt.Errorf("store: apply schema: %w", err)
+		return nil, err
+	}
+	if err := migrate(ctx, w, opts.Schema); err != nil {
+		return fail(err)
+	}
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("store: writer connection: %w", err))
+	}
+	stmts, err := prepare(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return fail(err)
 	}
 	r, err := sql.Open("sqlite", dsn(opts.Path, true))
 	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("store: open readers: %w", err)
+		conn.Close()
+		return fail(fmt.Errorf("store: open readers: %w", err))
 	}
 	r.SetMaxOpenConns(opts.Readers)
 	r.SetMaxIdleConns(opts.Readers)
+	rstmts, err := prepare(ctx, r)
+	if err != nil {
+		conn.Close()
+		r.Close()
+		return fail(err)
+	}
 	db := &DB{
-		write: w, read: r, clock: opts.Clock, log: opts.Logger, maxBatch: opts.MaxBatch,
+		path: opts.Path, write: conn, writeDB: w, read: r, clock: opts.Clock, log: opts.Logger, maxBatch: opts.MaxBatch,
+		observe: opts.Observe, stmts: stmts, rstmts: rstmts,
 		queue:   make(chan *writeReq, 4*opts.MaxBatch),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -150,47 +193,81 @@ func (db *DB) Close() error {
 		close(db.stop)
 	})
 	<-db.stopped
-	return errors.Join(db.read.Close(), db.write.Close())
+	return errors.Join(db.rstmts.close(), db.read.Close(), db.stmts.close(), db.write.Close(), db.writeDB.Close())
 }
 
-// Ping reports whether the database answers (for /healthz).
+// Ping reports whether the database answers, for reads and for writes
+// (/healthz): a full disk or an I/O error makes it fail.
 func (db *DB) Ping(ctx context.Context) error {
 	var one int
-	return db.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	if err := db.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return err
+	}
+	return db.Update(ctx, func(tx *Tx) error {
+		_, err := tx.exec(`UPDATE meta SET value = ? WHERE key = 'health'`, FormatTime(tx.now))
+		return err
+	})
 }
+
+// Path is the database file.
+func (db *DB) Path() string { return db.path }
 
 // Now is the store's clock.
 func (db *DB) Now() time.Time { return db.clock.Now() }
 
-// OnCommit adds a hook told of every committed batch.
+// OnCommit adds a hook told of every committed batch that touched a key.
 func (db *DB) OnCommit(h CommitHook) {
 	db.hooksMu.Lock()
 	defer db.hooksMu.Unlock()
 	db.hooks = append(db.hooks, h)
 }
 
-// CommittedSeq is the sequence number of the last committed batch. A read
-// that starts after loading it sees every batch up to it.
+// CommittedSeq is the sequence number of the last committed batch.
 func (db *DB) CommittedSeq() uint64 { return db.committed.Load() }
 
 // Tx is one write inside a group-committed batch. Its writes are isolated
 // from the others' by a savepoint: an error undoes this write alone.
 type Tx struct {
-	tx   *sql.Tx
-	now  time.Time
-	keys []string
+	tx      *sql.Tx
+	db      *DB
+	ctx     context.Context // never cancelled by a caller: see commit
+	now     time.Time
+	changes Changes
 }
 
-// Touch records keys this write changed; they are published only if the
-// batch commits.
-func (tx *Tx) Touch(keys ...string) { tx.keys = append(tx.keys, keys...) }
+// Touch records keys this write changed as a whole; they are published only
+// if the batch commits.
+func (tx *Tx) Touch(keys ...string) {
+	for _, k := range keys {
+		tx.changes[k] = nil
+	}
+}
+
+// TouchRows records rows this write changed under key (a list's key, e.g.
+// the ids of the sessions of "exam:e1:sessions"); readers of the list may
+// re-read just those rows. A key touched as a whole stays whole.
+func (tx *Tx) TouchRows(key string, ids ...string) {
+	rows, seen := tx.changes[key]
+	if seen && rows == nil {
+		return
+	}
+	if rows == nil {
+		rows = make(Rows, len(ids))
+		tx.changes[key] = rows
+	}
+	for _, id := range ids {
+		rows[id] = struct{}{}
+	}
+}
 
 // Now is the time of this write, the same for all of its rows.
 func (tx *Tx) Now() time.Time { return tx.now }
 
 // Update queues fn to run in the writer's next batch and waits for the batch
 // to commit. fn's error (or a failed commit) is returned and its changes are
-// undone; no key it touched is published.
+// undone; no key it touched is published. fn runs only if ctx is still live
+// when its turn comes; once it runs, its statements are not interruptible
+// by ctx, since an interrupt would roll back the whole batch.
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	req := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
 	db.closeMu.RLock()
@@ -242,72 +319,117 @@ func (db *DB) writer() {
 	}
 }
 
-// commit runs a batch in one transaction, each write under its own savepoint.
+// commit runs a batch in one transaction, each write under its own
+// savepoint. Statements run on a context no caller can cancel: modernc
+// answers a cancelled context by interrupting SQLite, which rolls back the
+// whole transaction, every other caller's write with it. If that (or a
+// failed savepoint rollback) happens anyway, the batch is abandoned whole
+// and every caller is told so.
 func (db *DB) commit(batch []*writeReq) {
-	finish := func(err error) {
+	ctx := context.Background()
+	finish := func() {
 		for _, r := range batch {
-			if r.err == nil {
-				r.err = err
-			}
 			close(r.done)
 		}
 	}
-	ctx := context.Background()
+	fail := func(err error) {
+		for _, r := range batch {
+			r.err = err
+		}
+		finish()
+	}
+	started := time.Now()
 	sqlTx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
-		finish(fmt.Errorf("store: begin: %w", err))
+		fail(fmt.Errorf("store: begin: %w", err))
 		return
 	}
 	now := db.clock.Now()
-	var keys []string
+	changes := Changes{}
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
-			r.err = err
+			r.err = err // the caller gave up before its turn: nothing ran
 			continue
 		}
-		tx := &Tx{tx: sqlTx, now: now}
-		if r.err = runSavepoint(ctx, tx, r.fn); r.err == nil {
-			keys = append(keys, tx.keys...)
+		tx := &Tx{tx: sqlTx, db: db, ctx: ctx, now: now, changes: Changes{}}
+		var broken error
+		r.err, broken = runSavepoint(tx, r.fn)
+		if broken != nil {
+			sqlTx.Rollback()
+			db.log.Error("store: write batch abandoned", "writes", len(batch), "err", broken)
+			fail(fmt.Errorf("store: batch abandoned: %w", broken))
+			return
+		}
+		if r.err == nil {
+			changes.merge(tx.changes)
 		}
 	}
 	if err := sqlTx.Commit(); err != nil {
-		// Every write of the batch is lost; tell each caller.
-		for _, r := range batch {
-			r.err = fmt.Errorf("store: commit: %w", err)
-		}
-		finish(nil)
+		fail(fmt.Errorf("store: commit: %w", err))
 		return
 	}
 	seq := db.committed.Add(1)
-	if len(keys) > 0 {
+	if db.observe != nil {
+		db.observe(len(batch), time.Since(started))
+	}
+	if len(changes) > 0 {
 		db.hooksMu.RLock()
 		for _, h := range db.hooks {
-			h(seq, keys)
+			h(seq, changes)
 		}
 		db.hooksMu.RUnlock()
 	}
-	finish(nil)
+	finish()
 }
 
-func runSavepoint(ctx context.Context, tx *Tx, fn func(*Tx) error) (err error) {
-	if _, err := tx.tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
-		return fmt.Errorf("store: savepoint: %w", err)
+// merge adds one write's changes to the batch's.
+func (ch Changes) merge(w Changes) {
+	for k, rows := range w {
+		have, seen := ch[k]
+		switch {
+		case seen && have == nil:
+		case rows == nil:
+			ch[k] = nil
+		case !seen:
+			ch[k] = rows
+		default:
+			for id := range rows {
+				have[id] = struct{}{}
+			}
+		}
+	}
+}
+
+// runSavepoint runs fn under a savepoint. err is fn's outcome; broken is
+// set when the savepoint itself could not be undone or released, which
+// means the transaction is no longer what the batch's writes expect.
+func runSavepoint(tx *Tx, fn func(*Tx) error) (err, broken error) {
+	if _, err := tx.tx.ExecContext(tx.ctx, "SAVEPOINT w"); err != nil {
+		return nil, fmt.Errorf("savepoint: %w", err)
 	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("store: write panicked: %v", p)
 		}
 		if err != nil {
-			if _, rbErr := tx.tx.ExecContext(ctx, "ROLLBACK TO w"); rbErr != nil {
-				err = errors.Join(err, rbErr)
+			if _, rbErr := tx.tx.ExecContext(tx.ctx, "ROLLBACK TO w"); rbErr != nil {
+				broken = fmt.Errorf("rollback to savepoint: %w (after %w)", rbErr, err)
+				return
 			}
 		}
-		if _, relErr := tx.tx.ExecContext(ctx, "RELEASE w"); relErr != nil && err == nil {
-			err = relErr
+		if _, relErr := tx.tx.ExecContext(tx.ctx, "RELEASE w"); relErr != nil {
+			broken = fmt.Errorf("release savepoint: %w", relErr)
 		}
 	}()
-	return fn(tx)
+	return fn(tx), nil
 }
+
+func (tx *Tx) exec(query string, args ...any) (sql.Result, error) {
+	return tx.tx.ExecContext(tx.ctx, query, args...)
+}
+
+// stmt returns a prepared statement of the writer's bound to this write.
+func (tx *Tx) stmt(s *sql.Stmt) *sql.Stmt { return tx.tx.StmtContext(tx.ctx, s) }
 
 // Read runs fn in one read-only transaction, so its queries see one snapshot.
 func (db *DB) Read(ctx context.Context, fn func(*Reader) error) error {
@@ -316,15 +438,42 @@ func (db *DB) Read(ctx context.Context, fn func(*Reader) error) error {
 		return fmt.Errorf("store: begin read: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(&Reader{q: tx})
+	return fn(&Reader{q: tx, stmts: db.rstmts, tx: tx})
 }
 
+// Reads are one statement each outside a transaction (a statement is its
+// own snapshot): cheaper than Read for hot single-statement reads.
+func (db *DB) reader() *Reader { return &Reader{q: db.read, stmts: db.rstmts} }
+
 // Reader reads inside a Read or an Update.
-type Reader struct{ q queryer }
+type Reader struct {
+	q     queryer
+	stmts *statements
+	tx    *sql.Tx         // nil outside a transaction
+	fixed context.Context // inside a write: its uncancellable context
+}
 
 // Reader returns a reader over this write's transaction (it sees the
-// batch's earlier writes and this one's).
-func (tx *Tx) Reader() *Reader { return &Reader{q: tx.tx} }
+// batch's earlier writes and this one's). Its reads ignore the context a
+// caller passes: inside the writer nothing may be cancelled.
+func (tx *Tx) Reader() *Reader {
+	return &Reader{q: tx.tx, stmts: tx.db.stmts, tx: tx.tx, fixed: tx.ctx}
+}
+
+func (r *Reader) ctx(ctx context.Context) context.Context {
+	if r.fixed != nil {
+		return r.fixed
+	}
+	return ctx
+}
+
+// stmt returns prepared statement s for this reader's connection.
+func (r *Reader) stmt(ctx context.Context, s *sql.Stmt) *sql.Stmt {
+	if r.tx != nil {
+		return r.tx.StmtContext(r.ctx(ctx), s)
+	}
+	return s
+}
 
 type queryer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
@@ -345,6 +494,6 @@ func NewID(prefix string, now time.Time) string {
 // Pragma reads a pragma's value (tests check the DSN took effect).
 func (r *Reader) Pragma(ctx context.Context, name string) (string, error) {
 	var v string
-	err := r.q.QueryRowContext(ctx, "PRAGMA "+name).Scan(&v)
+	err := r.q.QueryRowContext(r.ctx(ctx), "PRAGMA "+name).Scan(&v)
 	return v, err
 }

@@ -39,9 +39,11 @@ func TestGroupCommitIsolatesWrites(t *testing.T) {
 	db := storetest.MustOpen(t, clockwork.NewRealClock())
 	var mu sync.Mutex
 	var published []string
-	db.OnCommit(func(seq uint64, keys []string) {
+	db.OnCommit(func(seq uint64, ch store.Changes) {
 		mu.Lock()
-		published = append(published, keys...)
+		for k := range ch {
+			published = append(published, k)
+		}
 		mu.Unlock()
 	})
 	ctx := context.Background()
@@ -52,7 +54,7 @@ func TestGroupCommitIsolatesWrites(t *testing.T) {
 			errs[i] = db.Update(ctx, func(tx *store.Tx) error {
 				id := fmt.Sprintf("e%03d", i)
 				tx.Touch("exam:" + id)
-				if err := tx.UpsertExam(ctx, store.Exam{ID: id, Title: "t", Status: "open"}); err != nil {
+				if _, err := tx.UpsertExam(store.Exam{ID: id, Title: "t", Status: "open"}); err != nil {
 					return err
 				}
 				if i%5 == 0 {
@@ -90,7 +92,7 @@ func TestPanickingWriteIsContained(t *testing.T) {
 	db := storetest.MustOpen(t, nil)
 	ctx := context.Background()
 	err := db.Update(ctx, func(tx *store.Tx) error {
-		tx.UpsertExam(ctx, store.Exam{ID: "p", Title: "t", Status: "open"})
+		tx.UpsertExam(store.Exam{ID: "p", Title: "t", Status: "open"})
 		panic("boom")
 	})
 	if err == nil {
@@ -100,7 +102,8 @@ func TestPanickingWriteIsContained(t *testing.T) {
 		t.Fatalf("a panicking write left a row: %v", err)
 	}
 	if err := db.Update(ctx, func(tx *store.Tx) error {
-		return tx.UpsertExam(ctx, store.Exam{ID: "q", Title: "t", Status: "open"})
+		_, err := tx.UpsertExam(store.Exam{ID: "q", Title: "t", Status: "open"})
+		return err
 	}); err != nil {
 		t.Fatalf("the writer died with the panic: %v", err)
 	}
@@ -110,7 +113,8 @@ func TestSchemaCheckRefusesBadRows(t *testing.T) {
 	db := storetest.MustOpen(t, nil)
 	ctx := context.Background()
 	err := db.Update(ctx, func(tx *store.Tx) error {
-		return tx.UpsertExam(ctx, store.Exam{ID: "x", Title: "t", Status: "bogus"})
+		_, err := tx.UpsertExam(store.Exam{ID: "x", Title: "t", Status: "bogus"})
+		return err
 	})
 	if err == nil {
 		t.Fatal("status outside the CHECK list was stored")
@@ -131,7 +135,7 @@ func TestHookClaimIsOnce(t *testing.T) {
 	var got []bool
 	for range 2 {
 		db.Update(ctx, func(tx *store.Tx) error {
-			fresh, err := tx.ClaimHook(ctx, "msg_1")
+			fresh, err := tx.ClaimHook("msg_1")
 			got = append(got, fresh)
 			return err
 		})

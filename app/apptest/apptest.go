@@ -11,7 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,7 +38,6 @@ const HookSecret = "whsec_dGVzdC1zZWNyZXQtZm9yLWludmlnaWwtaG9va3M="
 type Harness struct {
 	T      testing.TB
 	App    *app.App
-	Server *httptest.Server
 	URL    string
 	Clock  clockwork.Clock
 	Fake   *clockwork.FakeClock // nil with a real clock
@@ -65,6 +64,21 @@ func WithAuth(f func(*auth.Config)) Option {
 	return func(_ *app.Config, d *app.Deps) { f(&d.AuthKeys) }
 }
 
+// WithDemo boots --demo with n simulated students: the demo's own token
+// issuer (DemoToken) replaces the harness's.
+func WithDemo(n int) Option {
+	return func(c *app.Config, d *app.Deps) {
+		c.Demo, c.DemoStudents, c.SupabaseURL, c.WebhookSecret = true, n, "", ""
+		d.AuthKeys.Issuer = "demo" // tells Boot to leave the demo its issuer
+	}
+}
+
+// WithSetup runs f on the wired app before it serves (tests register
+// extra functions and queries there).
+func WithSetup(f func(*app.App)) Option {
+	return func(_ *app.Config, d *app.Deps) { d.Setup = append(d.Setup, f) }
+}
+
 // Boot starts invigil; everything stops when the test ends.
 func Boot(t testing.TB, opts ...Option) *Harness {
 	t.Helper()
@@ -86,27 +100,56 @@ func Boot(t testing.TB, opts ...Option) *Harness {
 	}
 	// Options may add ways to verify tokens (a JWKS URL, an HS256 secret);
 	// the dev issuer's keys stay trusted unless an option sets its own KeySet.
-	if deps.AuthKeys.Issuer == "" {
-		deps.AuthKeys.Issuer = Issuer
+	switch {
+	case deps.AuthKeys.Issuer == "demo":
+		deps.AuthKeys = auth.Config{}
+	default:
+		if deps.AuthKeys.Issuer == "" {
+			deps.AuthKeys.Issuer = Issuer
+		}
+		if deps.AuthKeys.KeySet == nil {
+			deps.AuthKeys.KeySet = dev.KeySet()
+		}
 	}
-	if deps.AuthKeys.KeySet == nil {
-		deps.AuthKeys.KeySet = dev.KeySet()
-	}
-	a, err := app.New(context.Background(), cfg, deps)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(a.Server.Handler())
+	cfg.Addr = l.Addr().String()
+	a, err := app.New(context.Background(), cfg, deps)
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	// The real wiring: App.Run serves, runs the jobs and shuts down.
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx, l) }()
 	t.Cleanup(func() {
-		a.Server.Shutdown(context.Background())
-		srv.Close()
+		stop()
+		if err := <-ran; err != nil {
+			t.Errorf("App.Run: %v", err)
+		}
 		a.Close()
 	})
-	h := &Harness{T: t, App: a, Server: srv, URL: srv.URL, Clock: deps.Clock, Dev: dev}
+	h := &Harness{T: t, App: a, URL: "http://" + l.Addr().String(), Clock: deps.Clock, Dev: dev}
 	if fc, ok := deps.Clock.(*clockwork.FakeClock); ok {
 		h.Fake = fc
 	}
 	return h
+}
+
+// DemoToken gets a token from the demo's sign-in (POST /demo/token).
+func (h *Harness) DemoToken(userID, role string) string {
+	h.T.Helper()
+	code, body := h.Post("/demo/token", nil, []byte(`{"user_id":"`+userID+`","role":"`+role+`","name":"`+userID+`"}`))
+	var out struct {
+		Token string `json:"token"`
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &out) != nil || out.Token == "" {
+		h.T.Fatalf("demo token: %d %s", code, body)
+	}
+	return out.Token
 }
 
 // Token signs a token for u valid for an hour (of the harness's clock).

@@ -22,6 +22,8 @@ type Frame struct {
 	Code         string          `json:"code,omitempty"`
 	Message      string          `json:"message,omitempty"`
 	RetryAfterMs int64           `json:"retry_after_ms,omitempty"`
+	// Raw is the whole frame as it arrived.
+	Raw string `json:"-"`
 }
 
 // WS is a test client socket; frames arrive on a channel.
@@ -57,6 +59,7 @@ func (h *Harness) Dial(hdr http.Header) *WS {
 				h.T.Errorf("server sent non-JSON frame %q", b)
 				return
 			}
+			f.Raw = string(b)
 			w.Frames <- f
 		}
 	}()

@@ -67,11 +67,7 @@ func New(db *store.DB, cfg Config) (*Deliverer, error) {
 // DeliverDue sends every due item once and records each outcome; it
 // returns how many Supabase accepted.
 func (d *Deliverer) DeliverDue(ctx context.Context) (int, error) {
-	var due []store.OutboxItem
-	err := d.db.Read(ctx, func(r *store.Reader) (err error) {
-		due, err = r.DueOutbox(ctx, d.cfg.Clock.Now(), d.cfg.Batch)
-		return err
-	})
+	due, err := d.db.DueOutbox(ctx, d.cfg.Clock.Now(), d.cfg.Batch)
 	if err != nil {
 		return 0, err
 	}
@@ -80,9 +76,9 @@ func (d *Deliverer) DeliverDue(ctx context.Context) (int, error) {
 		sendErr := d.send(ctx, it)
 		err := d.db.Update(ctx, func(tx *store.Tx) error {
 			if sendErr == nil {
-				return tx.OutboxDelivered(ctx, it.ID)
+				return tx.OutboxDelivered(it.ID)
 			}
-			return tx.OutboxFailed(ctx, it.ID, tx.Now().Add(d.backoff(it.Attempts)), sendErr.Error())
+			return tx.OutboxFailed(it.ID, tx.Now().Add(d.backoff(it.Attempts)), sendErr.Error())
 		})
 		if err != nil {
 			return delivered, err

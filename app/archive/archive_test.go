@@ -72,7 +72,7 @@ func (s *supabase) received() int {
 func enqueue(t *testing.T, db *store.DB, body string) {
 	t.Helper()
 	err := db.Update(context.Background(), func(tx *store.Tx) error {
-		return tx.Enqueue(context.Background(), "proctoring_summaries", "exam_id,student_id", body)
+		return tx.Enqueue("proctoring_summaries", "exam_id,student_id", body)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,8 @@ const (
 // Config says how to verify tokens. At least one of JWKSURL, KeySet and
 // HS256Secret must be set.
 type Config struct {
-	Issuer      string          // e.g. https://ref.supabase.co/auth/v1; required, compared exactly
+	Issuer      string          // e.g. https://ref.supabase.co/auth/v1; compared exactly
+	NoIssuer    bool            // tokens carry no iss (self-hosted GoTrue without one); Issuer must be ""
 	JWKSURL     string          // fetched over HTTP and cached; may be empty
 	KeySet      jwk.Set         // static public keys (demo mode); may be nil
 	HS256Secret []byte          // legacy secret; may be empty
@@ -49,8 +50,9 @@ type Config struct {
 
 // Verifier checks access tokens. It is safe for concurrent use.
 type Verifier struct {
-	issuer string
-	secret []byte
+	issuer   string
+	noIssuer bool
+	secret   []byte
 	static jwk.Set   // nil when not configured
 	jwks   *keyCache // nil when not configured
 	clock  clockwork.Clock
@@ -60,8 +62,8 @@ type Verifier struct {
 // NewVerifier builds a Verifier. It fails only on configuration errors: an
 // unreachable JWKS endpoint is logged and retried on demand.
 func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
-	if cfg.Issuer == "" {
-		return nil, errors.New("auth: no token issuer configured (set SUPABASE_URL)")
+	if (cfg.Issuer == "") != cfg.NoIssuer {
+		return nil, errors.New("auth: say which iss tokens carry: SUPABASE_URL, SUPABASE_JWT_ISSUER, or SUPABASE_JWT_ISSUER=- for none")
 	}
 	hasKeySet := cfg.KeySet != nil && cfg.KeySet.Len() > 0
 	if cfg.JWKSURL == "" && !hasKeySet && len(cfg.HS256Secret) == 0 {
@@ -69,8 +71,9 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 			"(keys from its JWKS), SUPABASE_JWKS_URL or SUPABASE_JWT_SECRET")
 	}
 	v := &Verifier{
-		issuer: cfg.Issuer,
-		secret: bytes.Clone(cfg.HS256Secret),
+		issuer:   cfg.Issuer,
+		noIssuer: cfg.NoIssuer,
+		secret:   bytes.Clone(cfg.HS256Secret),
 		clock:  cfg.Clock,
 		log:    cfg.Logger,
 	}
@@ -240,17 +243,23 @@ func (v *Verifier) identify(payload []byte) (identity.User, time.Time, error) {
 	if p := bytes.TrimSpace(payload); len(p) == 0 || p[0] != '{' {
 		return fail("malformed token claims")
 	}
-	tok, err := jwt.Parse(payload,
+	opts := []jwt.ParseOption{
 		jwt.WithVerify(false), // the signature was checked by verifySignature
 		jwt.WithValidate(true),
 		jwt.WithClock(jwt.ClockFunc(v.clock.Now)),
 		jwt.WithAcceptableSkew(clockSkew),
-		jwt.WithIssuer(v.issuer),
 		jwt.WithAudience(audience),
 		jwt.WithRequiredClaim(jwt.ExpirationKey),
-	)
+	}
+	if !v.noIssuer {
+		opts = append(opts, jwt.WithIssuer(v.issuer))
+	}
+	tok, err := jwt.Parse(payload, opts...)
 	if err != nil {
 		return fail(claimsMessage(err))
+	}
+	if v.noIssuer && tok.Issuer() != "" {
+		return fail("wrong token issuer") // configured for tokens without one
 	}
 	// jwt's own check skips exp == 0 as "absent"; a token must expire.
 	exp := tok.Expiration()

@@ -105,6 +105,7 @@ type jwksServer struct {
 	mu      sync.Mutex
 	keys    []jwk.Key // public
 	down    bool      // answer 503
+	gate    chan struct{} // when set, requests wait for it (a hanging Supabase)
 }
 
 func mustJWKSServer(t *testing.T, keys ...jwk.Key) *jwksServer {
@@ -145,6 +146,12 @@ func (s *jwksServer) setDown(down bool) {
 
 func (s *jwksServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.fetches.Add(1)
+	s.mu.Lock()
+	gate := s.gate
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.down {
@@ -522,6 +529,7 @@ func TestVerifyUnknownKidRefreshRateLimited(t *testing.T) {
 			_, _, err := v.Verify(t.Context(), garbage(j))
 			wantCode(t, err, apperr.Unauthenticated)
 		}
+		v.jwks.settle() // a routine refresh runs in the background
 		if got := srv.fetches.Load(); got != s.wantFetches {
 			t.Fatalf("step %d: fetches = %d, want %d", i, got, s.wantFetches)
 		}
@@ -540,15 +548,87 @@ func TestVerifyPeriodicRefreshDropsRemovedKeys(t *testing.T) {
 	}
 	srv.remove("ec-key-2") // revoked in Supabase
 
-	clock.Advance(jwksTTL - time.Second)
+	clock.Advance(jwksRefreshAt - time.Second)
 	if _, _, err := v.Verify(t.Context(), sign()); err != nil {
-		t.Fatalf("before the cache expires the old key still works: %v", err)
+		t.Fatalf("before the refresh is due the old key still works: %v", err)
 	}
 	clock.Advance(time.Second)
+	// This request starts the refresh and is served from the set it had.
+	if _, _, err := v.Verify(t.Context(), sign()); err != nil {
+		t.Fatalf("the request that starts the refresh waits for nothing: %v", err)
+	}
+	v.jwks.settle()
 	_, _, err := v.Verify(t.Context(), sign())
 	wantCode(t, err, apperr.Unauthenticated)
-	if got := srv.fetches.Load(); got < 2 {
-		t.Errorf("fetches = %d, want a periodic refresh", got)
+	if got := srv.fetches.Load(); got != 2 {
+		t.Errorf("fetches = %d, want one periodic refresh", got)
+	}
+}
+
+// TestVerifyKeepsGoodKeys: an answer with an empty or unusable key set
+// does not replace the keys we had.
+func TestVerifyKeepsGoodKeys(t *testing.T) {
+	k := mustKeys(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	srv := mustJWKSServer(t, k.ec)
+	v := mustVerifier(t, Config{JWKSURL: srv.url(), Clock: clock})
+	token := func() string { return mustSign(t, jwa.ES256, k.ec, "ec-key-1", claims(clock.Now(), nil)) }
+	srv.remove("ec-key-1") // Supabase answers 200 with {"keys": []}
+	clock.Advance(jwksTTL)
+	v.Verify(t.Context(), token())
+	v.jwks.settle()
+	if got := srv.fetches.Load(); got != 2 {
+		t.Fatalf("fetches = %d, want a refresh", got)
+	}
+	if _, _, err := v.Verify(t.Context(), token()); err != nil {
+		t.Fatalf("an empty key set replaced the good keys: %v", err)
+	}
+}
+
+// TestVerifyNeverWaitsForARefresh: once a set is in, a slow Supabase
+// never holds a request: the refresh runs beside it.
+func TestVerifyNeverWaitsForARefresh(t *testing.T) {
+	k := mustKeys(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	srv := mustJWKSServer(t, k.ec)
+	v := mustVerifier(t, Config{JWKSURL: srv.url(), Clock: clock})
+	release := make(chan struct{})
+	srv.mu.Lock()
+	srv.gate = release // Supabase hangs
+	srv.mu.Unlock()
+	defer close(release)
+	clock.Advance(jwksTTL + time.Minute)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := v.Verify(t.Context(), mustSign(t, jwa.ES256, k.ec, "ec-key-1", claims(clock.Now(), nil)))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a request waited for a hanging key set refresh")
+	}
+}
+
+// TestVerifyTokensWithoutIssuer: a self-hosted Supabase may set no
+// issuer; configured so, tokens without iss are accepted and tokens with
+// one refused.
+func TestVerifyTokensWithoutIssuer(t *testing.T) {
+	clock := clockwork.NewFakeClockAt(epoch)
+	v, err := NewVerifier(t.Context(), Config{NoIssuer: true, HS256Secret: []byte("legacy-secret"), Clock: clock, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := v.Verify(t.Context(), mustSign(t, jwa.HS256, []byte("legacy-secret"), "", claims(clock.Now(), map[string]any{"iss": drop{}}))); err != nil {
+		t.Fatalf("a token without iss: %v", err)
+	}
+	_, _, err = v.Verify(t.Context(), mustSign(t, jwa.HS256, []byte("legacy-secret"), "", claims(clock.Now(), nil)))
+	wantCode(t, err, apperr.Unauthenticated)
+	if _, err := NewVerifier(t.Context(), Config{HS256Secret: []byte("x")}); err == nil {
+		t.Fatal("a verifier with no issuer and no NoIssuer was built")
 	}
 }
 

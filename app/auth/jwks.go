@@ -17,14 +17,18 @@ import (
 
 const (
 	jwksTTL         = 10 * time.Minute // routine refresh, so removed keys stop working
+	jwksRefreshAt   = 8 * time.Minute  // a set this old is refreshed in the background
 	jwksMinInterval = 10 * time.Second // floor between retries and between forced refreshes
 	jwksMaxBytes    = 1 << 20
 )
 
-// keyCache holds a JWKS fetched over HTTP. It refetches when the set is
-// older than jwksTTL, and when a token names a kid it lacks (a rotated key),
-// but never twice within jwksMinInterval, so tokens with garbage kids, or an
-// unreachable Supabase, cannot turn into a stream of requests.
+// keyCache holds a JWKS fetched over HTTP. A set older than jwksRefreshAt
+// is refreshed in the background while requests go on with it, so no
+// request waits for Supabase once the first set is in; a token that names a
+// kid the set lacks (a rotated key) refetches at once. Never twice within
+// jwksMinInterval, so tokens with garbage kids, or an unreachable Supabase,
+// cannot turn into a stream of requests. A failed fetch, or an answer with
+// no usable key, keeps the last good set.
 type keyCache struct {
 	url    string
 	client *http.Client
@@ -62,15 +66,15 @@ func (c *keyCache) key(ctx context.Context, kid string) (jwk.Key, error) {
 	return nil, &apperr.Error{Code: apperr.Unauthenticated, Message: "unknown signing key"}
 }
 
-// get returns the current set, fetching it first when the last attempt is
-// at least jwksMinInterval old and either force is set or the set is missing
-// or older than jwksTTL. Only one fetch runs at a time; fetched reports
-// whether this call ran one or waited for one. While a fetch runs, a caller
-// that already has a set and is not forcing uses it.
+// get returns the current set. Without a set, or with force, it fetches
+// first (or waits for the fetch under way); with an ageing set it starts a
+// background refresh and returns the set it has. Fetches are at least
+// jwksMinInterval apart; fetched reports whether this call ran or waited
+// for one.
 func (c *keyCache) get(ctx context.Context, force bool) (set jwk.Set, fetched bool) {
 	c.mu.Lock()
+	set = c.set
 	if ch := c.inflight; ch != nil {
-		set = c.set
 		c.mu.Unlock()
 		if set != nil && !force {
 			return set, false
@@ -78,28 +82,71 @@ func (c *keyCache) get(ctx context.Context, force bool) (set jwk.Set, fetched bo
 		return c.wait(ctx, ch), true
 	}
 	now := c.clock.Now()
-	stale := c.set == nil || now.Sub(c.fetchedAt) >= jwksTTL
-	if (!force && !stale) || now.Sub(c.attemptedAt) < jwksMinInterval {
-		set = c.set
+	due := now.Sub(c.attemptedAt) >= jwksMinInterval
+	switch {
+	case due && (set == nil || force):
+		ch := c.startFetch(now)
 		c.mu.Unlock()
-		return set, false
+		c.refresh(ch)
+		return c.wait(ctx, ch), true
+	case due && now.Sub(c.fetchedAt) >= jwksRefreshAt:
+		go c.refresh(c.startFetch(now))
 	}
+	c.mu.Unlock()
+	return set, false
+}
+
+// startFetch marks a fetch under way; c.mu held.
+func (c *keyCache) startFetch(now time.Time) chan struct{} {
 	ch := make(chan struct{})
 	c.inflight, c.attemptedAt = ch, now
-	c.mu.Unlock()
+	return ch
+}
 
-	fresh, err := c.fetch(ctx)
-
+// refresh fetches the set and keeps it if it has a usable key.
+func (c *keyCache) refresh(ch chan struct{}) {
+	fresh, err := c.fetch(context.Background())
+	if err == nil && !usable(fresh) {
+		err = fmt.Errorf("the key set has no usable signing key")
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.inflight = nil
 	close(ch)
 	if err != nil {
-		c.log.WarnContext(ctx, "fetching JWKS failed; keeping the keys we had", "url", c.url, "err", err)
-	} else {
-		c.set, c.fetchedAt = fresh, c.clock.Now()
+		c.log.Warn("fetching JWKS failed; keeping the keys we had", "url", c.url, "err", err)
+		return
 	}
-	return c.set, true
+	c.set, c.fetchedAt = fresh, c.clock.Now()
+}
+
+// usable reports whether set has a key that can verify a signature.
+func usable(set jwk.Set) bool {
+	for i := range set.Len() {
+		k, ok := set.Key(i)
+		if !ok || k.KeyID() == "" {
+			continue
+		}
+		if u := k.KeyUsage(); u != "" && u != string(jwk.ForSignature) {
+			continue
+		}
+		for _, spec := range asymmetric {
+			if k.KeyType() == spec.kty {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// settle waits for a fetch under way (tests).
+func (c *keyCache) settle() {
+	c.mu.Lock()
+	ch := c.inflight
+	c.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
 }
 
 func (c *keyCache) wait(ctx context.Context, ch <-chan struct{}) jwk.Set {

@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"invigil/app/apperr"
+	"invigil/app/args"
 	"invigil/app/auth"
 	"invigil/app/engine"
 	"invigil/app/exam"
@@ -30,6 +31,11 @@ const (
 	QuizCode = "DEMO42"
 	TokenTTL = time.Hour
 )
+
+// WebhookSecret signs hooks in --demo when INVIGIL_WEBHOOK_SECRET is not
+// set: the demo posts its own scores through the real hook path, and the
+// load generator registers its exams with it. --demo binds 127.0.0.1 only.
+const WebhookSecret = "whsec_ZGVtby1vbmx5LXdlYmhvb2stc2VjcmV0LWRvLW5vdC11c2U="
 
 // Issuer signs dev tokens and serves the sign-in endpoint.
 type Issuer struct {
@@ -68,10 +74,10 @@ func (i *Issuer) Routes(e *echo.Echo) {
 		if err := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 4096)).Decode(&r); err != nil {
 			return apperr.New(apperr.InvalidArgument, "body is {user_id, role, name}")
 		}
-		if err := engine.ID("user_id", r.UserID); err != nil {
+		if err := args.ID("user_id", r.UserID); err != nil {
 			return err
 		}
-		if err := engine.Text("name", r.Name, 100); err != nil {
+		if err := args.Text("name", r.Name, 100); err != nil {
 			return err
 		}
 		if r.Name == "" {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"invigil/app/apperr"
-	"invigil/app/engine"
+	"invigil/app/args"
 	"invigil/app/identity"
 	"invigil/store"
 )
@@ -35,6 +35,9 @@ type Registration struct {
 	StartsAt   string    `json:"starts_at"`
 	EndsAt     string    `json:"ends_at"`
 	StudentIDs *[]string `json:"student_ids"`
+	// UpdatedAt is the row's time in Supabase: a delivery older than the
+	// one already applied changes nothing (retried hooks come out of order).
+	UpdatedAt string `json:"updated_at,omitempty"`
 }
 
 // Registry reads and writes exams.
@@ -44,7 +47,7 @@ type Registry struct{ db *store.DB }
 func NewRegistry(db *store.DB) *Registry { return &Registry{db: db} }
 
 func (r Registration) validate() error {
-	if err := engine.ID("exam_id", r.ExamID); err != nil {
+	if err := args.ID("exam_id", r.ExamID); err != nil {
 		return err
 	}
 	if r.Title == "" || len(r.Title) > 500 {
@@ -66,29 +69,42 @@ func (r Registration) validate() error {
 		return apperr.New(apperr.InvalidArgument, "too many tutor_ids and student_ids")
 	}
 	for _, id := range ids {
-		if err := engine.ID("user id", id); err != nil {
+		if err := args.ID("user id", id); err != nil {
 			return err
 		}
 	}
 	if len(r.QuizCode) > 64 {
 		return apperr.New(apperr.InvalidArgument, "quiz_code is at most 64 bytes")
 	}
-	for _, t := range []string{r.StartsAt, r.EndsAt} {
+	for _, t := range []string{r.StartsAt, r.EndsAt, r.UpdatedAt} {
 		if t == "" {
 			continue
 		}
 		if _, err := time.Parse(time.RFC3339, t); err != nil {
-			return apperr.New(apperr.InvalidArgument, "starts_at and ends_at are RFC 3339 times")
+			return apperr.New(apperr.InvalidArgument, "starts_at, ends_at and updated_at are RFC 3339 times")
 		}
 	}
 	return nil
+}
+
+// normalTime puts an RFC 3339 time in the store's format (UTC, fixed
+// width), so that stored times compare as text; "" stays "".
+func normalTime(t string) string {
+	if t == "" {
+		return ""
+	}
+	v, err := time.Parse(time.RFC3339, t)
+	if err != nil {
+		return t
+	}
+	return store.FormatTime(v)
 }
 
 // HandleHook applies a signed /hooks/exams delivery once: a webhook id seen
 // before changes nothing.
 func (reg *Registry) HandleHook(ctx context.Context, hookID string, body []byte) error {
 	var r Registration
-	if err := engine.Decode(body, &r); err != nil {
+	if err := args.Decode(body, &r); err != nil {
 		return err
 	}
 	if err := r.validate(); err != nil {
@@ -96,18 +112,22 @@ func (reg *Registry) HandleHook(ctx context.Context, hookID string, body []byte)
 	}
 	e := store.Exam{
 		ID: r.ExamID, Title: r.Title, TutorIDs: r.TutorIDs, QuizCode: r.QuizCode,
-		Status: r.Status, StartsAt: r.StartsAt, EndsAt: r.EndsAt,
+		Status: r.Status, StartsAt: normalTime(r.StartsAt), EndsAt: normalTime(r.EndsAt),
+		SourceUpdatedAt: normalTime(r.UpdatedAt),
 	}
 	if r.StudentIDs != nil {
 		e.StudentIDs = append([]string{}, *r.StudentIDs...)
 	}
 	return reg.db.Update(ctx, func(tx *store.Tx) error {
-		fresh, err := tx.ClaimHook(ctx, hookID)
+		fresh, err := tx.ClaimHook(hookID)
 		if err != nil || !fresh {
 			return err
 		}
-		tx.Touch(Key(e.ID))
-		return tx.UpsertExam(ctx, e)
+		applied, err := tx.UpsertExam(e)
+		if applied {
+			tx.Touch(Key(e.ID))
+		}
+		return err
 	})
 }
 

@@ -2,6 +2,7 @@ package proctoring
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"invigil/store"
@@ -60,12 +61,7 @@ func (s *Service) connClosed(conn uint64) {
 // sent no heartbeat for DisconnectAfter. It returns how many it disconnected.
 func (s *Service) SweepSilent(ctx context.Context) (int, error) {
 	cutoff := s.db.Now().Add(-s.cfg.DisconnectAfter)
-	var silent []store.SessionKey
-	err := s.db.Read(ctx, func(r *store.Reader) error {
-		var err error
-		silent, err = r.SilentSessions(ctx, cutoff)
-		return err
-	})
+	silent, err := s.db.SilentSessions(ctx, cutoff)
 	if err != nil {
 		return 0, err
 	}
@@ -78,9 +74,10 @@ func (s *Service) SweepSilent(ctx context.Context) (int, error) {
 	return s.disconnect(ctx, orphans, cutoff)
 }
 
-// disconnect marks sessions disconnected if they are still active (and, with
-// a cutoff, still silent since it), re-checked inside the write so that a
-// heartbeat that just arrived wins.
+// disconnect marks sessions disconnected if they are still active, carried
+// by no socket (and, with a cutoff, still silent since it), all re-checked
+// inside the write: a heartbeat that just arrived, or a reload's new socket
+// that took the session over, wins.
 func (s *Service) disconnect(ctx context.Context, keys []store.SessionKey, cutoff time.Time) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil
@@ -95,13 +92,13 @@ func (s *Service) disconnect(ctx context.Context, keys []store.SessionKey, cutof
 			if !cutoff.IsZero() && sess.LastHeartbeat >= store.FormatTime(cutoff) {
 				continue
 			}
-			if s.carried(k) && !cutoff.IsZero() {
+			if s.carried(k) {
 				continue
 			}
-			if err := tx.SetSessionStatus(ctx, k.ExamID, k.StudentID, store.StatusDisconnected); err != nil {
+			if err := tx.SetSessionStatus(k.ExamID, k.StudentID, store.StatusDisconnected); err != nil {
 				return err
 			}
-			s.touchSession(tx, k.ExamID, k.StudentID)
+			touchSession(tx, sess)
 			n++
 		}
 		return nil
@@ -114,8 +111,15 @@ func (s *Service) disconnect(ctx context.Context, keys []store.SessionKey, cutof
 // the exam again; no client function reaches it.
 func (s *Service) ResetSession(ctx context.Context, examID, studentID string) error {
 	return s.db.Update(ctx, func(tx *store.Tx) error {
-		s.touchSession(tx, examID, studentID)
-		tx.Touch(violationsKey(examID))
-		return tx.DeleteSession(ctx, examID, studentID)
+		sess, err := tx.Reader().Session(ctx, examID, studentID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		touchSession(tx, sess)
+		tx.Touch(violationsKey(examID)) // its violations leave the stream, however many
+		return tx.DeleteSession(examID, studentID)
 	})
 }

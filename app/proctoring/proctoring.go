@@ -3,6 +3,10 @@
 // the violation stream. A session shows "disconnected" as soon as the last
 // socket that carried it closes, or when it has neither a live socket nor a
 // heartbeat for DisconnectAfter.
+//
+// The grid (getExamSessions) and the stream (getViolations) are list
+// queries: every write names the rows it changed, so a heartbeat costs its
+// tutors one row, not a dashboard.
 package proctoring
 
 import (
@@ -15,6 +19,7 @@ import (
 	"time"
 
 	"invigil/app/apperr"
+	"invigil/app/args"
 	"invigil/app/engine"
 	"invigil/app/exam"
 	"invigil/app/identity"
@@ -103,6 +108,9 @@ func (s *Service) startSession(ctx context.Context, c engine.Caller, raw json.Ra
 	if err := exam.CanJoin(c.User, ex); err != nil {
 		return nil, err
 	}
+	// Carried before the write, so that the close of the socket this one
+	// replaces (a reload) cannot mark it disconnected after it started.
+	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
 	var sess store.Session
 	err = s.db.Update(ctx, func(tx *store.Tx) error {
 		old, err := tx.Reader().Session(ctx, a.ExamID, c.User.ID)
@@ -112,17 +120,16 @@ func (s *Service) startSession(ctx context.Context, c engine.Caller, raw json.Ra
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if sess, err = tx.StartSession(ctx, a.ExamID, c.User.ID, c.User.Name); err != nil {
+		if sess, err = tx.StartSession(a.ExamID, c.User.ID, c.User.Name); err != nil {
 			return err
 		}
-		s.touchSession(tx, a.ExamID, c.User.ID)
+		touchSession(tx, sess)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
-	return sess, nil
+	return sessionView(sess), nil
 }
 
 type network struct {
@@ -142,10 +149,10 @@ func (a heartbeatArgs) validate() error {
 	if a.CurrentQuestion == nil || a.AnsweredCount == nil {
 		return apperr.New(apperr.InvalidArgument, "current_question and answered_count are required")
 	}
-	if err := engine.Count("current_question", *a.CurrentQuestion, 100_000); err != nil {
+	if err := args.Count("current_question", *a.CurrentQuestion, 100_000); err != nil {
 		return err
 	}
-	if err := engine.Count("answered_count", *a.AnsweredCount, 100_000); err != nil {
+	if err := args.Count("answered_count", *a.AnsweredCount, 100_000); err != nil {
 		return err
 	}
 	if n := a.Network; n != nil {
@@ -153,7 +160,7 @@ func (a heartbeatArgs) validate() error {
 			(n.DownlinkMbps != nil && (*n.DownlinkMbps < 0 || *n.DownlinkMbps > 100_000)) {
 			return apperr.New(apperr.InvalidArgument, "network figures are out of range")
 		}
-		return engine.Text("network.effective_type", n.EffectiveType, 16)
+		return args.Text("network.effective_type", n.EffectiveType, 16)
 	}
 	return nil
 }
@@ -171,11 +178,12 @@ func (s *Service) heartbeat(ctx context.Context, c engine.Caller, raw json.RawMe
 	if err := a.validate(); err != nil {
 		return nil, err
 	}
-	var net *string
+	var net string
 	if a.Network != nil {
 		b, _ := json.Marshal(a.Network)
-		net = new(string(b))
+		net = string(b)
 	}
+	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
 	var now time.Time
 	err := s.db.Update(ctx, func(tx *store.Tx) error {
 		now = tx.Now()
@@ -183,21 +191,21 @@ func (s *Service) heartbeat(ctx context.Context, c engine.Caller, raw json.RawMe
 		if err != nil {
 			return err
 		}
-		// A disconnected student's heartbeat is always welcome: it brings them back.
-		if sess.Status == store.StatusActive {
-			last, _ := time.Parse(store.TimeFormat, sess.LastHeartbeat)
+		// A disconnected student's heartbeat is always welcome: it brings
+		// them back. startSession is no heartbeat: only heartbeats count.
+		if sess.Status == store.StatusActive && sess.LastBeatAt != "" {
+			last, _ := store.ParseTime(sess.LastBeatAt)
 			if wait := last.Add(s.cfg.HeartbeatMinInterval).Sub(now); wait > 0 {
 				return &apperr.Error{Code: apperr.RateLimited, RetryAfterMs: wait.Milliseconds() + 1,
 					Message: fmt.Sprintf("heartbeats are at least %s apart", s.cfg.HeartbeatMinInterval)}
 			}
 		}
-		s.touchSession(tx, a.ExamID, c.User.ID)
-		return tx.Heartbeat(ctx, a.ExamID, c.User.ID, *a.CurrentQuestion, *a.AnsweredCount, net)
+		touchSession(tx, sess)
+		return tx.Heartbeat(a.ExamID, c.User.ID, *a.CurrentQuestion, *a.AnsweredCount, net)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
 	return HeartbeatResult{ServerTime: store.FormatTime(now)}, nil
 }
 
@@ -206,13 +214,14 @@ type violationArgs struct {
 	Type     string `json:"type"`
 	Detail   string `json:"detail"`
 	ClientTS string `json:"client_ts"`
+	ClientID string `json:"client_id"`
 }
 
 func (a violationArgs) validate() error {
 	if !ViolationTypes[a.Type] {
 		return apperr.New(apperr.InvalidArgument, "unknown violation type %q", a.Type)
 	}
-	if err := engine.Text("detail", a.Detail, 1000); err != nil {
+	if err := args.Text("detail", a.Detail, 1000); err != nil {
 		return err
 	}
 	if a.ClientTS != "" {
@@ -220,7 +229,7 @@ func (a violationArgs) validate() error {
 			return apperr.New(apperr.InvalidArgument, "client_ts must be an RFC 3339 time")
 		}
 	}
-	return nil
+	return args.Text("client_id", a.ClientID, 128)
 }
 
 func (s *Service) logViolation(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
@@ -237,25 +246,35 @@ func (s *Service) logViolation(ctx context.Context, c engine.Caller, raw json.Ra
 		if err != nil {
 			return err
 		}
-		v = store.Violation{ExamID: a.ExamID, StudentID: c.User.ID, StudentName: sess.StudentName,
-			Type: a.Type, Detail: a.Detail}
-		if a.ClientTS != "" {
-			v.ClientTS = &a.ClientTS
+		if a.ClientID != "" {
+			// A retry of a report whose answer was lost stores nothing new.
+			old, err := tx.Reader().ViolationByClientID(ctx, a.ExamID, c.User.ID, a.ClientID)
+			if err == nil {
+				v = old
+				return nil
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
 		}
-		keep := sess.ViolationCount < s.cfg.ViolationDetailCap
-		if v, err = tx.AddViolation(ctx, v, keep); err != nil {
+		v = store.Violation{ExamID: a.ExamID, StudentID: c.User.ID, StudentName: sess.StudentName,
+			Type: a.Type, Detail: a.Detail, ClientTS: a.ClientTS, ClientID: a.ClientID}
+		// Past the cap the count stays exact but the row is not kept; with a
+		// client id it is kept anyway, so that a retry finds it.
+		keep := sess.ViolationCount < s.cfg.ViolationDetailCap || a.ClientID != ""
+		if v, err = tx.AddViolation(v, keep); err != nil {
 			return err
 		}
-		s.touchSession(tx, a.ExamID, c.User.ID)
+		touchSession(tx, sess)
 		if keep {
-			tx.Touch(violationsKey(a.ExamID))
+			tx.TouchRows(violationsKey(a.ExamID), v.ID)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v, nil
+	return violationView(v), nil
 }
 
 func (s *Service) endSession(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
@@ -265,23 +284,23 @@ func (s *Service) endSession(ctx context.Context, c engine.Caller, raw json.RawM
 	}
 	var sess store.Session
 	err := s.db.Update(ctx, func(tx *store.Tx) error {
-		if _, err := s.ownSession(ctx, tx, a.ExamID, c.User.ID); err != nil {
+		old, err := s.ownSession(ctx, tx, a.ExamID, c.User.ID)
+		if err != nil {
 			return err
 		}
-		if err := tx.SetSessionStatus(ctx, a.ExamID, c.User.ID, store.StatusSubmitted); err != nil {
+		if err := tx.SetSessionStatus(a.ExamID, c.User.ID, store.StatusSubmitted); err != nil {
 			return err
 		}
-		s.touchSession(tx, a.ExamID, c.User.ID)
-		var err error
+		touchSession(tx, old)
 		if sess, err = tx.Reader().Session(ctx, a.ExamID, c.User.ID); err != nil {
 			return err
 		}
-		return enqueueSummary(ctx, tx, sess)
+		return enqueueSummary(tx, sess)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return sess, nil
+	return sessionView(sess), nil
 }
 
 // ownSession reads the caller's session for a write: not_found without one,
@@ -300,8 +319,11 @@ func (s *Service) ownSession(ctx context.Context, tx *store.Tx, examID, studentI
 	return sess, nil
 }
 
-func (s *Service) touchSession(tx *store.Tx, examID, studentID string) {
-	tx.Touch(sessionsKey(examID), sessionKey(examID, studentID))
+// touchSession names the session's row of its exam's grid, and the
+// session's own key.
+func touchSession(tx *store.Tx, sess store.Session) {
+	tx.TouchRows(sessionsKey(sess.ExamID), sess.ID)
+	tx.Touch(sessionKey(sess.ExamID, sess.StudentID))
 }
 
 func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
@@ -313,25 +335,30 @@ func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json
 		return engine.Plan{}, err
 	}
 	return engine.Plan{
-		Keys:    []string{sessionsKey(a.ExamID)},
 		Share:   a.ExamID,
 		Recheck: s.watcher(c.User, a.ExamID), RecheckKeys: []string{exam.Key(a.ExamID)},
-		Run: func(ctx context.Context) (v any, err error) {
-			err = s.db.Read(ctx, func(r *store.Reader) error {
-				v, err = r.ExamSessions(ctx, a.ExamID)
-				return err
-			})
-			return v, err
+		List: &engine.List{
+			Key: sessionsKey(a.ExamID),
+			All: func(ctx context.Context) ([]engine.Row, error) {
+				ss, err := s.db.ExamSessions(ctx, a.ExamID)
+				return sessionRows(ss), err
+			},
+			Fetch: func(ctx context.Context, ids []string) ([]engine.Row, error) {
+				ss, err := s.db.SessionsByID(ctx, a.ExamID, ids)
+				return sessionRows(ss), err
+			},
 		},
 	}, nil
 }
 
-// SessionDetail is one session with its last reported network state and
-// its violations, newest first.
-type SessionDetail struct {
-	store.Session
-	Network    json.RawMessage   `json:"network"`
-	Violations []store.Violation `json:"violations"`
+// sessionRows are sessions as grid rows, in the documented order: by
+// student name (then id, so that equal names keep a stable place).
+func sessionRows(ss []store.Session) []engine.Row {
+	rows := make([]engine.Row, len(ss))
+	for i, s := range ss {
+		rows[i] = engine.Row{ID: s.ID, Order: s.StudentName + "\x00" + s.StudentID, Value: sessionView(s)}
+	}
+	return rows
 }
 
 func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
@@ -342,7 +369,7 @@ func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawM
 	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
 		return engine.Plan{}, err
 	}
-	if err := engine.ID("student_id", a.StudentID); err != nil {
+	if err := args.ID("student_id", a.StudentID); err != nil {
 		return engine.Plan{}, err
 	}
 	// Students may read their own session; tutors and admins any of their exam's.
@@ -352,6 +379,8 @@ func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawM
 			return engine.Plan{}, err
 		}
 		recheck = s.watcher(c.User, a.ExamID)
+	} else if _, err := s.exams.Get(ctx, a.ExamID); err != nil {
+		return engine.Plan{}, err
 	}
 	return engine.Plan{
 		Keys:    []string{sessionKey(a.ExamID, a.StudentID)},
@@ -360,14 +389,16 @@ func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawM
 		Run: func(ctx context.Context) (any, error) {
 			var d SessionDetail
 			err := s.db.Read(ctx, func(r *store.Reader) error {
-				var err error
-				if d.Session, err = r.Session(ctx, a.ExamID, a.StudentID); err != nil {
+				sess, err := r.Session(ctx, a.ExamID, a.StudentID)
+				if err != nil {
 					return err
 				}
-				if d.Network = json.RawMessage("null"); d.Session.Network != nil {
-					d.Network = json.RawMessage(*d.Session.Network)
+				d.SessionView = sessionView(sess)
+				if d.Network = json.RawMessage("null"); sess.Network != "" {
+					d.Network = json.RawMessage(sess.Network)
 				}
-				d.Violations, err = r.Violations(ctx, a.ExamID, a.StudentID, s.cfg.ViolationDetailCap)
+				vs, err := r.Violations(ctx, a.ExamID, a.StudentID, s.cfg.ViolationDetailCap)
+				d.Violations = violationViews(vs)
 				return err
 			})
 			if errors.Is(err, store.ErrNotFound) {
@@ -397,17 +428,28 @@ func (s *Service) getViolations(ctx context.Context, c engine.Caller, raw json.R
 		return engine.Plan{}, err
 	}
 	return engine.Plan{
-		Keys:    []string{violationsKey(a.ExamID)},
 		Share:   fmt.Sprintf("%s\x00%d", a.ExamID, limit),
 		Recheck: s.watcher(c.User, a.ExamID), RecheckKeys: []string{exam.Key(a.ExamID)},
-		Run: func(ctx context.Context) (v any, err error) {
-			err = s.db.Read(ctx, func(r *store.Reader) error {
-				v, err = r.Violations(ctx, a.ExamID, "", limit)
-				return err
-			})
-			return v, err
+		List: &engine.List{
+			Key: violationsKey(a.ExamID), Desc: true, Limit: limit, // newest first
+			All: func(ctx context.Context) ([]engine.Row, error) {
+				vs, err := s.db.Violations(ctx, a.ExamID, "", limit)
+				return violationRows(vs), err
+			},
+			Fetch: func(ctx context.Context, ids []string) ([]engine.Row, error) {
+				vs, err := s.db.ViolationsByID(ctx, a.ExamID, ids)
+				return violationRows(vs), err
+			},
 		},
 	}, nil
+}
+
+func violationRows(vs []store.Violation) []engine.Row {
+	rows := make([]engine.Row, len(vs))
+	for i, v := range vs {
+		rows[i] = engine.Row{ID: v.ID, Order: v.CreatedAt, Value: violationView(v)}
+	}
+	return rows
 }
 
 // watcher rechecks that u may still watch the exam (its registration may
@@ -420,10 +462,10 @@ func (s *Service) watcher(u identity.User, examID string) func(context.Context) 
 }
 
 func decodeExam(raw json.RawMessage, v any, examID *string) error {
-	if err := engine.Decode(raw, v); err != nil {
+	if err := args.Decode(raw, v); err != nil {
 		return err
 	}
-	return engine.ID("exam_id", *examID)
+	return args.ID("exam_id", *examID)
 }
 
 // Summary is one session's row in Supabase's proctoring_summaries.
@@ -442,24 +484,22 @@ type Summary struct {
 // enqueueSummary puts the session's summary in the outbox, in the same
 // transaction as the change that ended it: it reaches Supabase even if the
 // process dies right after.
-func enqueueSummary(ctx context.Context, tx *store.Tx, sess store.Session) error {
+func enqueueSummary(tx *store.Tx, sess store.Session) error {
 	sum := Summary{
 		ExamID: sess.ExamID, StudentID: sess.StudentID, Status: sess.Status, StartedAt: sess.StartedAt,
-		EndedAt: sess.EndedAt, ViolationCount: sess.ViolationCount,
+		EndedAt: optional(sess.EndedAt), ViolationCount: sess.ViolationCount,
 		ViolationsByType: json.RawMessage(sess.ByType), Disconnects: sess.Disconnects,
 	}
 	end := tx.Now()
-	if sess.EndedAt != nil {
-		if t, err := time.Parse(store.TimeFormat, *sess.EndedAt); err == nil {
-			end = t
-		}
+	if t, err := store.ParseTime(sess.EndedAt); err == nil {
+		end = t
 	}
-	if start, err := time.Parse(store.TimeFormat, sess.StartedAt); err == nil {
+	if start, err := store.ParseTime(sess.StartedAt); err == nil {
 		sum.DurationS = max(0, int64(end.Sub(start)/time.Second))
 	}
 	body, err := json.Marshal([]Summary{sum})
 	if err != nil {
 		return err
 	}
-	return tx.Enqueue(ctx, "proctoring_summaries", "exam_id,student_id", string(body))
+	return tx.Enqueue("proctoring_summaries", "exam_id,student_id", string(body))
 }

@@ -3,6 +3,7 @@ package proctoring_test
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,24 +37,20 @@ func setup(t *testing.T) (*engine.Engine, *store.DB, *clockwork.FakeClock) {
 	return e, db, clock
 }
 
-func call(t *testing.T, e *engine.Engine, conn uint64, fn string, args any) (store.Session, error) {
+func call(t *testing.T, e *engine.Engine, conn uint64, fn string, args any) (proctoring.SessionView, error) {
 	t.Helper()
 	raw, _ := json.Marshal(args)
 	v, err := e.Call(context.Background(), engine.Caller{User: ann, Conn: conn}, fn, raw)
 	if err != nil {
-		return store.Session{}, err
+		return proctoring.SessionView{}, err
 	}
-	s, _ := v.(store.Session)
+	s, _ := v.(proctoring.SessionView)
 	return s, nil
 }
 
 func status(t *testing.T, db *store.DB) string {
 	t.Helper()
-	var s store.Session
-	err := db.Read(context.Background(), func(r *store.Reader) (err error) {
-		s, err = r.Session(context.Background(), "e1", ann.ID)
-		return err
-	})
+	s, err := db.Session(context.Background(), "e1", ann.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,5 +111,32 @@ func TestHTTPHeartbeatsAreNotTiedToASocket(t *testing.T) {
 	e.ConnClosed(0) // conn 0 is plain HTTP: nothing to close
 	if got := status(t, db); got != "active" {
 		t.Fatalf("want active, got %s", got)
+	}
+}
+
+// TestReloadNeverLeavesSessionDisconnected: a reload opens a new socket
+// that starts the session while the old socket's close is being handled;
+// whatever the interleaving, the session ends active (the close of a
+// socket that is no longer the last to carry the session changes nothing).
+func TestReloadNeverLeavesSessionDisconnected(t *testing.T) {
+	e, db, _ := setup(t)
+	conn := uint64(1)
+	if _, err := call(t, e, conn, "proctoring.startSession", map[string]string{"exam_id": "e1"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		old, next := conn, conn+1
+		conn = next
+		var wg sync.WaitGroup
+		wg.Go(func() { e.ConnClosed(old) })
+		wg.Go(func() {
+			if _, err := call(t, e, next, "proctoring.startSession", map[string]string{"exam_id": "e1"}); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Wait()
+		if got := status(t, db); got != "active" {
+			t.Fatalf("reload %d: the new tab carries the session, but it shows %s", i, got)
+		}
 	}
 }

@@ -141,11 +141,30 @@ func (s *Server) hook(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]bool{"ok": true})
 }
 
+// countHook counts every delivery to a known hook by its outcome.
+func (s *Server) countHook(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		name := c.Param("name")
+		if _, ok := s.opts.Hooks[name]; ok {
+			code := string(apperr.CodeOf(err))
+			if code == "" {
+				code = "ok"
+			}
+			s.metrics.Hooks.WithLabelValues(name, code).Inc()
+		}
+		return err
+	}
+}
+
 func (s *Server) healthz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	if err := s.opts.Engine.DB().Ping(ctx); err != nil {
-		return c.JSON(http.StatusServiceUnavailable, errorBody{Code: apperr.Internal, Message: "database does not answer"})
+	if s.opts.Health != nil {
+		if err := s.opts.Health(ctx); err != nil {
+			s.log.Error("health check failed", "err", err)
+			return c.JSON(http.StatusServiceUnavailable, errorBody{Code: apperr.Internal, Message: "the database does not answer"})
+		}
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }

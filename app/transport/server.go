@@ -1,8 +1,8 @@
 // Package transport puts the engine on the wire: the WebSocket protocol on
 // /ws (melody), the HTTP API, the signed Supabase hooks, health and metrics,
 // and the static pages (echo). It knows the engine and the contract's
-// frames, not the features: functions, queries and hook handlers are
-// registered by name.
+// frames, not the features nor the store: functions, queries and hook
+// handlers are registered by name, and health comes in as a function.
 package transport
 
 import (
@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 
 	"invigil/app/engine"
 	"invigil/app/identity"
+	"invigil/app/metrics"
 )
 
 // Verifier checks an access token (auth.Verifier in production).
@@ -45,6 +47,9 @@ type Options struct {
 	Verifier Verifier
 	Hooks    map[string]HookHandler // by path under /hooks/, e.g. "exams"
 	HookAuth HookVerifier           // nil: hooks are refused
+	// Health reports whether the service can serve (the database answers
+	// reads and writes); nil is always healthy.
+	Health func(ctx context.Context) error
 	// AllowedOrigins for /ws; empty means the page's own origin only.
 	AllowedOrigins []string
 	// Static is served under /static/; Pages maps routes to files in it.
@@ -53,31 +58,41 @@ type Options struct {
 	// Extend registers extra routes (the demo's sign-in).
 	Extend func(e *echo.Echo)
 
+	Metrics      *metrics.Metrics // nil: a private set
+	MetricsToken string           // when set, /metrics wants it as a bearer token
+	Pprof        bool             // serve /debug/pprof/ (behind MetricsToken)
+
 	Clock  clockwork.Clock
 	Logger *slog.Logger
 
-	AuthTimeout     time.Duration // first auth or public sub within this; default 10 s
-	DisconnectAfter time.Duration // pong wait; pings go at a third of it; default 25 s
-	MaxFrameBytes   int           // larger frames get too_large; default 64 KiB
-	SendBuffer      int           // frames queued per socket before it is closed; default 512
-	MaxSubs         int           // subscriptions per socket; default 200
-	CallRate        float64       // calls per second per user, sustained; default 20
-	CallBurst       float64       // default 60
+	AuthTimeout       time.Duration // first auth or public sub within this; default 10 s
+	DisconnectAfter   time.Duration // pong wait; pings go at a third of it; default 25 s
+	MaxFrameBytes     int           // larger frames get too_large; default 64 KiB
+	SendQueueBytes    int           // bytes a socket may have waiting before it is closed; default 4 MiB
+	MaxSubs           int           // subscriptions per socket; default 200
+	CallRate          float64       // calls per second per user, sustained; default 20
+	CallBurst         float64       // default 60
+	ReadHeaderTimeout time.Duration // default 10 s
+	IdleTimeout       time.Duration // keep-alive connections idle this long are closed; default 120 s
+	DrainTimeout      time.Duration // Shutdown waits this long for queued frames; default 5 s
+	WriteTimeout      time.Duration // a socket write blocked this long closes it (client too slow); default 10 s
 }
 
 // Server is the HTTP and WebSocket front of invigil.
 type Server struct {
-	opts   Options
-	echo   *echo.Echo
-	mel    *melody.Melody
-	log    *slog.Logger
-	clock  clockwork.Clock
-	limits *limiter
+	opts    Options
+	echo    *echo.Echo
+	mel     *melody.Melody
+	log     *slog.Logger
+	clock   clockwork.Clock
+	limits  *limiter
+	metrics *metrics.Metrics
 
-	nextConn atomic.Uint64
-	connsMu  sync.Mutex
-	conns    map[uint64]*wsConn
-	metrics  metrics
+	nextConn    atomic.Uint64
+	queuedBytes atomic.Int64
+	connsMu     sync.Mutex
+	conns       map[uint64]*wsConn
+	httpSrv     *http.Server
 }
 
 // New builds the server and its routes.
@@ -88,32 +103,27 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.AuthTimeout <= 0 {
-		opts.AuthTimeout = 10 * time.Second
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
 	}
-	if opts.DisconnectAfter <= 0 {
-		opts.DisconnectAfter = 25 * time.Second
-	}
-	if opts.MaxFrameBytes <= 0 {
-		opts.MaxFrameBytes = 64 << 10
-	}
-	if opts.SendBuffer <= 0 {
-		opts.SendBuffer = 512
-	}
-	if opts.MaxSubs <= 0 {
-		opts.MaxSubs = 200
-	}
-	if opts.CallRate <= 0 {
-		opts.CallRate = 20
-	}
-	if opts.CallBurst <= 0 {
-		opts.CallBurst = 60
-	}
+	setDefault(&opts.AuthTimeout, 10*time.Second)
+	setDefault(&opts.DisconnectAfter, 25*time.Second)
+	setDefault(&opts.MaxFrameBytes, 64<<10)
+	setDefault(&opts.SendQueueBytes, 4<<20)
+	setDefault(&opts.MaxSubs, 200)
+	setDefault(&opts.CallRate, 20)
+	setDefault(&opts.CallBurst, 60)
+	setDefault(&opts.ReadHeaderTimeout, 10*time.Second)
+	setDefault(&opts.IdleTimeout, 120*time.Second)
+	setDefault(&opts.DrainTimeout, 5*time.Second)
+	setDefault(&opts.WriteTimeout, 10*time.Second)
 	s := &Server{
-		opts: opts, log: opts.Logger, clock: opts.Clock,
+		opts: opts, log: opts.Logger, clock: opts.Clock, metrics: opts.Metrics,
 		limits: newLimiter(opts.Clock, opts.CallRate, opts.CallBurst),
 		conns:  map[uint64]*wsConn{},
 	}
+	s.metrics.Gauge("invigil_ws_send_queue_bytes", "Bytes of frames waiting in sockets' send queues.",
+		func() float64 { return float64(s.queuedBytes.Load()) })
 	s.echo = echo.New()
 	s.echo.HideBanner, s.echo.HidePort = true, true
 	s.echo.HTTPErrorHandler = s.httpError
@@ -122,14 +132,30 @@ func New(opts Options) *Server {
 	return s
 }
 
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
 func (s *Server) routes() {
 	e := s.echo
 	e.GET("/ws", s.serveWS)
 	e.POST("/api/call/:name", s.apiCall)
 	e.POST("/api/query/:name", s.apiQuery)
-	e.POST("/hooks/:name", s.hook)
+	e.POST("/hooks/:name", s.hook, s.countHook)
 	e.GET("/healthz", s.healthz)
-	e.GET("/metrics", s.serveMetrics)
+	e.GET("/metrics", echo.WrapHandler(s.metrics.Handler(s.opts.MetricsToken)))
+	if s.opts.Pprof {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		e.Any("/debug/pprof/*", echo.WrapHandler(metrics.BearerOnly(s.opts.MetricsToken, mux)))
+	}
 	if s.opts.Static != nil {
 		e.StaticFS("/static", s.opts.Static)
 		for route, file := range s.opts.Pages {
@@ -155,10 +181,21 @@ func (s *Server) page(file string) echo.HandlerFunc {
 // Handler is the server's http.Handler (tests serve it on httptest).
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// Serve serves on l until Shutdown.
+// Serve serves on l until Shutdown. Slow or idle clients cannot hold a
+// connection for ever: headers must arrive within ReadHeaderTimeout and a
+// kept-alive connection closes after IdleTimeout (WebSockets, hijacked,
+// are judged by ping and pong instead).
 func (s *Server) Serve(l net.Listener) error {
-	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
-	s.echo.Server = srv
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       s.opts.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.connsMu.Lock()
+	s.httpSrv = srv
+	s.connsMu.Unlock()
 	err := srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -166,10 +203,81 @@ func (s *Server) Serve(l net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting, closes every socket and waits for handlers.
+// Shutdown stops accepting, lets each socket's queued frames go out (up to
+// DrainTimeout), closes every socket with a close frame, and waits for the
+// HTTP handlers.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.connsMu.Lock()
+	srv := s.httpSrv
+	s.connsMu.Unlock()
+	var errs []error
+	if srv != nil {
+		// Stops the listener and idle connections now; waits below.
+		srvDone := make(chan error, 1)
+		go func() { srvDone <- srv.Shutdown(ctx) }()
+		defer func() { errs = append(errs, <-srvDone) }()
+	}
+	// Real time, whatever the clock: a shutdown waits for real sockets.
+	deadline := time.After(s.opts.DrainTimeout)
+drain:
+	for !s.drained() {
+		select {
+		case <-deadline:
+			s.log.Warn("shutdown: some sockets still had frames queued")
+			break drain
+		case <-ctx.Done():
+			break drain
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// Close each socket (melody's own Close races its hub: a socket that
+	// ends while the hub stops never runs its close handler), then wait for
+	// every socket's close handling, so the features hear of it.
+	s.connsMu.Lock()
+	for _, c := range s.conns {
+		c.ms.CloseWithMsg(closeFrame)
+	}
+	s.connsMu.Unlock()
+	for s.openSockets() > 0 {
+		select {
+		case <-ctx.Done():
+			return errors.Join(append(errs, ctx.Err())...)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	s.mel.Close()
-	return s.echo.Shutdown(ctx)
+	if srv == nil {
+		return s.echo.Shutdown(ctx)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) drained() bool {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	for _, c := range s.conns {
+		if !c.q.idle() {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) openSockets() int {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	return len(s.conns)
+}
+
+// track adds or removes a socket from the server's set.
+func (s *Server) track(c *wsConn, open bool) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if open {
+		s.conns[c.id] = c
+	} else {
+		delete(s.conns, c.id)
+	}
 }
 
 // KillConnections drops every socket abruptly, as a crashed proxy would
@@ -204,3 +312,4 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	}
 	return false
 }
+

@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/jonboulle/clockwork"
 	"github.com/labstack/echo/v4"
 	"github.com/olahol/melody"
@@ -22,15 +25,17 @@ import (
 
 // inFrame is any client frame.
 type inFrame struct {
-	Type  string          `json:"type"`
-	ID    string          `json:"id"`
-	Token string          `json:"token"`
-	Query string          `json:"query"`
-	Fn    string          `json:"fn"`
-	Args  json.RawMessage `json:"args"`
+	Type   string          `json:"type"`
+	ID     string          `json:"id"`
+	Token  string          `json:"token"`
+	Query  string          `json:"query"`
+	Fn     string          `json:"fn"`
+	Args   json.RawMessage `json:"args"`
+	Deltas bool            `json:"deltas"`
 }
 
-// outFrame is any server frame.
+// outFrame is any server frame but data and delta (made by hand: see
+// dataFrame).
 type outFrame struct {
 	Type         string          `json:"type"`
 	ID           string          `json:"id,omitempty"`
@@ -47,11 +52,11 @@ func (s *Server) newMelody() *melody.Melody {
 	m := melody.New()
 	m.Config.PongWait = s.opts.DisconnectAfter
 	m.Config.PingPeriod = s.opts.DisconnectAfter / 3
-	m.Config.WriteWait = 10 * time.Second
+	m.Config.WriteWait = s.opts.WriteTimeout
 	// Frames past MaxFrameBytes are answered too_large; past this hard limit
 	// the socket is closed by the WebSocket library itself.
 	m.Config.MaxMessageSize = int64(4 * s.opts.MaxFrameBytes)
-	m.Config.MessageBufferSize = s.opts.SendBuffer
+	m.Config.MessageBufferSize = sendWindow + 8 // the queue never fills it: see sendQueue
 	m.Upgrader.CheckOrigin = s.checkOrigin
 	m.HandleConnect(func(ms *melody.Session) { s.conn(ms).start(ms) })
 	m.HandleDisconnect(func(ms *melody.Session) { s.conn(ms).closed() })
@@ -59,17 +64,27 @@ func (s *Server) newMelody() *melody.Melody {
 	m.HandleMessageBinary(func(ms *melody.Session, _ []byte) {
 		s.conn(ms).sendError("", apperr.New(apperr.InvalidArgument, "frames are JSON text"))
 	})
+	m.HandleSentMessage(func(ms *melody.Session, _ []byte) { s.conn(ms).q.written() })
 	m.HandleError(func(ms *melody.Session, err error) {
-		// melody drops the frame when a socket's buffer is full and only
-		// tells us here: a dropped frame is a stale screen, so the socket
-		// dies and the client reconnects to fresh values.
-		if c := s.conn(ms); errors.Is(err, melody.ErrMessageBufferFull) && c.overflowed.CompareAndSwap(false, true) {
-			s.metrics.slowClosed.Add(1)
-			c.kill("send buffer full: client too slow")
+		c := s.conn(ms)
+		var timeout net.Error
+		var read *net.OpError
+		switch {
+		case errors.Is(err, melody.ErrMessageBufferFull):
+			// The send queue keeps melody's buffer from filling; should it
+			// fill anyway, a dropped frame would be a stale screen.
+			c.kill("send buffer full")
+		case errors.As(err, &timeout) && timeout.Timeout() && !(errors.As(err, &read) && read.Op == "read"):
+			// A write that waited WriteTimeout: the client stopped reading.
+			s.metrics.SlowClosed.Inc()
+			c.srv.log.Info("closing socket", "conn", c.id, "reason", "client too slow: a write waited "+s.opts.WriteTimeout.String())
 		}
 	})
 	return m
 }
+
+// sendWindow is how many frames a socket may have in melody's buffer.
+const sendWindow = 16
 
 func (s *Server) conn(ms *melody.Session) *wsConn {
 	v, _ := ms.Get(connKey)
@@ -77,7 +92,7 @@ func (s *Server) conn(ms *melody.Session) *wsConn {
 }
 
 // hijackRecorder keeps the raw connection melody upgrades, so that a socket
-// whose buffer is full can be closed at once (melody offers no way to).
+// that cannot keep up can be closed at once (melody offers no way to).
 type hijackRecorder struct {
 	http.ResponseWriter
 	conn net.Conn
@@ -92,6 +107,7 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (s *Server) serveWS(c echo.Context) error {
 	rec := &hijackRecorder{ResponseWriter: c.Response().Writer}
 	wc := &wsConn{srv: s, id: s.nextConn.Add(1), rec: rec, subs: map[string]*wsSub{}}
+	wc.q = newSendQueue(s.opts.SendQueueBytes, sendWindow, &s.queuedBytes, wc.write, wc.overflowed, wc.pushed)
 	err := s.mel.HandleRequestWithKeys(rec, c.Request(), map[string]any{connKey: wc})
 	if err != nil && rec.conn == nil {
 		s.log.Debug("websocket upgrade refused", "err", err)
@@ -100,16 +116,23 @@ func (s *Server) serveWS(c echo.Context) error {
 }
 
 // wsConn is one socket's protocol state.
+//
+// Lock order: mu guards the fields below it and is never held while
+// calling the engine (Subscribe, Close, Reauthorize) nor while writing:
+// sinks run under the engine's instance locks and touch only the send
+// queue and atomics, so no sink can wait for a lock a closer holds.
 type wsConn struct {
 	srv *Server
 	id  uint64
 	rec *hijackRecorder
 	ms  *melody.Session
+	q   *sendQueue
 
-	overflowed atomic.Bool // its send buffer filled once: it is being closed
-	// paused: the token expired; waiting for a fresh auth. Changed under mu,
-	// read without it by sinks, which must not take mu.
+	killed atomic.Bool
+	// paused: the token expired; waiting for a fresh auth. Changed under
+	// mu, read without it by sinks.
 	paused atomic.Bool
+	role   atomic.Value // identity.Role for the sockets gauge, "" before auth
 
 	mu          sync.Mutex
 	user        identity.User
@@ -122,17 +145,18 @@ type wsConn struct {
 
 // wsSub is a subscription as the client made it, kept across a pause.
 type wsSub struct {
-	query string
-	args  json.RawMessage
-	sub   *engine.Subscription // nil while paused
+	query  string
+	args   json.RawMessage
+	deltas bool
+	sub    *engine.Subscription // nil while paused or opening
+	ended  atomic.Bool          // the engine ended it (its error was sent)
 }
 
 func (c *wsConn) start(ms *melody.Session) {
 	c.ms = ms
-	c.srv.connsMu.Lock()
-	c.srv.conns[c.id] = c
-	c.srv.connsMu.Unlock()
-	c.srv.metrics.connections.Add(1)
+	c.srv.track(c, true)
+	c.setRole("anonymous")
+	c.srv.log.Info("socket open", "conn", c.id, "remote", ms.RemoteAddr().String())
 	c.mu.Lock()
 	c.authTimeout = c.srv.clock.AfterFunc(c.srv.opts.AuthTimeout, func() {
 		c.mu.Lock()
@@ -145,24 +169,37 @@ func (c *wsConn) start(ms *melody.Session) {
 	c.mu.Unlock()
 }
 
+// setRole moves the socket between the gauge's roles.
+func (c *wsConn) setRole(role string) {
+	if old, _ := c.role.Swap(role).(string); old != "" {
+		c.srv.metrics.Sockets.WithLabelValues(old).Dec()
+	}
+	if role != "" {
+		c.srv.metrics.Sockets.WithLabelValues(role).Inc()
+	}
+}
+
 // closed runs once the socket is gone: subscriptions end and the features
 // hear of it (a proctored student shows disconnected).
 func (c *wsConn) closed() {
+	defer c.srv.recoverConn(c, "close")
 	c.mu.Lock()
 	c.dead = true
-	for _, ws := range c.subs {
+	subs := c.subs
+	c.subs = nil
+	stop(c.expiry)
+	stop(c.authTimeout)
+	user := c.user.ID
+	c.mu.Unlock()
+	for _, ws := range subs {
 		if ws.sub != nil {
 			ws.sub.Close()
 		}
 	}
-	c.subs = nil
-	stop(c.expiry)
-	stop(c.authTimeout)
-	c.mu.Unlock()
-	c.srv.connsMu.Lock()
-	delete(c.srv.conns, c.id)
-	c.srv.connsMu.Unlock()
-	c.srv.metrics.connections.Add(-1)
+	c.q.close()
+	c.setRole("")
+	c.srv.track(c, false)
+	c.srv.log.Info("socket closed", "conn", c.id, "user_id", user)
 	c.srv.opts.Engine.ConnClosed(c.id)
 }
 
@@ -172,15 +209,35 @@ func stop(t clockwork.Timer) {
 	}
 }
 
-// kill closes the socket at once, without waiting for queued frames.
+// kill closes the socket at once, without waiting for queued frames. It
+// takes no lock: it may be called from anywhere, a sink included.
 func (c *wsConn) kill(reason string) {
-	c.mu.Lock()
-	user := c.user.ID
-	c.mu.Unlock()
-	c.srv.log.Info("closing socket", "conn", c.id, "user_id", user, "reason", reason)
+	if !c.killed.CompareAndSwap(false, true) {
+		return
+	}
+	c.srv.log.Info("closing socket", "conn", c.id, "reason", reason)
 	if c.rec.conn != nil {
 		c.rec.conn.Close()
 	}
+}
+
+// overflowed is the send queue's bound being passed: the client is too
+// slow for its frames.
+func (c *wsConn) overflowed(bytes int) {
+	c.srv.metrics.SlowClosed.Inc()
+	c.kill(fmt.Sprintf("client too slow: %d bytes waiting to be sent", bytes))
+}
+
+// write hands a frame to melody (from the send queue, under its lock).
+func (c *wsConn) write(b []byte) {
+	if c.ms != nil {
+		c.ms.Write(b)
+	}
+}
+
+// pushed is told when a frame carrying a change was written.
+func (c *wsConn) pushed(since time.Time) {
+	c.srv.metrics.PushLatency.Observe(c.srv.clock.Since(since).Seconds())
 }
 
 func (c *wsConn) send(f outFrame) {
@@ -189,53 +246,52 @@ func (c *wsConn) send(f outFrame) {
 		c.srv.log.Error("encode frame", "err", err)
 		return
 	}
-	if c.ms != nil {
-		c.ms.Write(b) // never blocks; a full buffer kills the socket
-	}
+	c.q.push(b)
 }
 
-// write queues an encoded frame.
-func (c *wsConn) write(b []byte) {
-	if c.ms != nil {
-		c.ms.Write(b) // never blocks; a full buffer kills the socket
-	}
-}
-
-// dataPrefix is the start of every data frame of subscription id.
-func dataPrefix(id string) []byte {
+// framePrefix is the start of every data or delta frame of subscription id.
+func framePrefix(typ, id string) []byte {
 	idJSON, _ := json.Marshal(id)
-	return append(append([]byte(`{"type":"data","id":`), idJSON...), `,"value":`...)
+	return append(append([]byte(`{"type":"`+typ+`","id":`), idJSON...), ',')
 }
 
-// dataFrame wraps a value the engine encoded with json.Marshal (so valid,
+// dataFrame wraps a value the engine encoded with json.Marshal (valid,
 // compact and HTML-escaped already) in a data frame, byte for byte what
 // json.Marshal(outFrame{...}) gives, without re-scanning the value through
-// json's compactor once per subscriber: that was ~40 % of the CPU of
-// pushing one result to 1000 sockets.
+// json's compactor once per subscriber.
 func dataFrame(prefix []byte, v json.RawMessage) []byte {
-	b := make([]byte, 0, len(prefix)+len(v)+1)
-	return append(append(append(b, prefix...), v...), '}')
+	b := make([]byte, 0, len(prefix)+len(`"value":`)+len(v)+1)
+	return append(append(append(append(b, prefix...), `"value":`...), v...), '}')
 }
 
 func (c *wsConn) sendError(id string, err error) {
 	e := apperr.As(err)
 	if e.Code == apperr.Internal {
-		c.srv.log.Error("socket request failed", "conn", c.id, "err", err)
+		c.srv.log.Error("socket request failed", "conn", c.id, "code", e.Code, "err", err)
 	}
 	c.send(outFrame{Type: "error", ID: id, Code: e.Code, Message: e.Message, RetryAfterMs: e.RetryAfterMs})
 }
 
+// handle serves one client frame. A panic ends only what the frame asked
+// for (internal), never the socket.
 func (c *wsConn) handle(b []byte) {
+	var f inFrame
+	defer func() {
+		if p := recover(); p != nil {
+			c.srv.log.Error("panic serving a frame", "conn", c.id, "type", f.Type, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			c.sendError(f.ID, apperr.New(apperr.Internal, "internal error"))
+		}
+	}()
 	if len(b) > c.srv.opts.MaxFrameBytes {
 		c.sendError("", apperr.New(apperr.TooLarge, "frames are at most %d bytes", c.srv.opts.MaxFrameBytes))
 		return
 	}
-	var f inFrame
 	if err := json.Unmarshal(b, &f); err != nil {
 		c.sendError("", apperr.New(apperr.InvalidArgument, "a frame is a JSON object with a type"))
 		return
 	}
 	if len(f.ID) > 64 {
+		f.ID = ""
 		c.sendError("", apperr.New(apperr.InvalidArgument, "id is at most 64 bytes"))
 		return
 	}
@@ -253,6 +309,13 @@ func (c *wsConn) handle(b []byte) {
 		c.send(outFrame{Type: "pong"})
 	default:
 		c.sendError(f.ID, apperr.New(apperr.InvalidArgument, "unknown frame type %q", f.Type))
+	}
+}
+
+// recoverConn contains a panic in a socket's connect or close handling.
+func (s *Server) recoverConn(c *wsConn, what string) {
+	if p := recover(); p != nil {
+		s.log.Error("panic in socket "+what, "conn", c.id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 	}
 }
 
@@ -283,12 +346,28 @@ func (c *wsConn) auth(token string) {
 		c.sendError("", apperr.New(apperr.Unauthenticated, "this socket belongs to another user: reconnect to switch"))
 		return
 	}
+	changed := c.user.ID != "" && c.user != u
 	c.user, c.exp = u, exp
 	stop(c.expiry)
 	c.expiry = c.srv.clock.AfterFunc(exp.Sub(c.srv.clock.Now()), c.expire)
 	resume := c.paused.Swap(false)
+	var live []*wsSub
+	if changed {
+		for _, ws := range c.subs {
+			if ws.sub != nil {
+				live = append(live, ws)
+			}
+		}
+	}
 	c.mu.Unlock()
+	c.setRole(string(u.Role))
 	c.send(outFrame{Type: "authed", User: &u})
+	// Every right is judged on the current token: a changed identity (a
+	// new role) re-authorizes each live view; one it may no longer see ends
+	// with its error.
+	for _, ws := range live {
+		ws.sub.Reauthorize(ctx, engine.Caller{User: u, Conn: c.id})
+	}
 	if resume {
 		c.resume()
 	}
@@ -313,33 +392,32 @@ func (c *wsConn) expire() {
 		return
 	}
 	c.paused.Store(true)
+	var closing []*engine.Subscription
 	for _, ws := range c.subs {
 		if ws.sub != nil && !c.srv.opts.Engine.IsPublic(ws.query) {
-			ws.sub.Close()
+			closing = append(closing, ws.sub)
 			ws.sub = nil
 		}
 	}
 	c.mu.Unlock()
+	for _, sub := range closing {
+		sub.Close()
+	}
 	c.sendError("", apperr.New(apperr.Unauthenticated, "token expired: send auth with a fresh token"))
 }
 
 // resume re-subscribes every paused subscription; each sends its current value.
 func (c *wsConn) resume() {
 	c.mu.Lock()
-	var ids []string
+	paused := map[string]*wsSub{}
 	for id, ws := range c.subs {
 		if ws.sub == nil {
-			ids = append(ids, id)
+			paused[id] = ws
 		}
 	}
 	c.mu.Unlock()
-	for _, id := range ids {
-		c.mu.Lock()
-		ws := c.subs[id]
-		c.mu.Unlock()
-		if ws != nil {
-			c.open(id, ws)
-		}
+	for id, ws := range paused {
+		c.open(id, ws)
 	}
 }
 
@@ -354,8 +432,11 @@ func (c *wsConn) subscribe(f inFrame) {
 	}
 	c.mu.Lock()
 	old, dup := c.subs[f.ID]
+	if dup && old.ended.Load() {
+		dup = false // ended by the engine, which said so: the id is free again
+	}
 	full := len(c.subs) >= c.srv.opts.MaxSubs
-	ws := &wsSub{query: f.Query, args: f.Args}
+	ws := &wsSub{query: f.Query, args: f.Args, deltas: f.Deltas}
 	switch {
 	case dup:
 		// The error below carries the id, and an error with a
@@ -383,25 +464,8 @@ func (c *wsConn) open(id string, ws *wsSub) {
 	caller, _ := c.caller()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	prefix := dataPrefix(id)
+	sub, err := c.srv.opts.Engine.Subscribe(ctx, caller, ws.query, ws.args, c.sink(id, ws))
 	public := c.srv.opts.Engine.IsPublic(ws.query)
-	sink := func(v json.RawMessage, err error) {
-		if err == nil {
-			// Nothing private is served between expiry and re-auth; resume re-sends.
-			if public || !c.paused.Load() {
-				c.write(dataFrame(prefix, v))
-			}
-			return
-		}
-		// The engine ended it (the caller lost the right to see it).
-		c.mu.Lock()
-		if c.subs[id] == ws {
-			delete(c.subs, id)
-		}
-		c.mu.Unlock()
-		c.sendError(id, err)
-	}
-	sub, err := c.srv.opts.Engine.Subscribe(ctx, caller, ws.query, ws.args, sink)
 	c.mu.Lock()
 	current := c.subs[id] == ws && !c.dead
 	// A token that expired meanwhile leaves it to be resumed with the others.
@@ -417,6 +481,31 @@ func (c *wsConn) open(id string, ws *wsSub) {
 	}
 	if err != nil {
 		c.sendError(id, err)
+	}
+}
+
+// sink turns a subscription's updates into frames: whole values as data,
+// changes of a list as deltas when the client asked for them.
+func (c *wsConn) sink(id string, ws *wsSub) engine.Sink {
+	dataPrefix, deltaPrefix := framePrefix("data", id), framePrefix("delta", id)
+	public := c.srv.opts.Engine.IsPublic(ws.query)
+	return func(u engine.Update, err error) {
+		if err != nil {
+			// The engine ended it (the caller lost the right to see it, or
+			// its query failed).
+			ws.ended.Store(true)
+			c.sendError(id, err)
+			return
+		}
+		if !public && c.paused.Load() {
+			return // nothing private between expiry and re-auth; resume re-sends
+		}
+		if u.Replace || !ws.deltas || u.Delta() == nil {
+			c.q.pushValue(id, dataFrame(dataPrefix, u.Whole()), u.Since)
+		} else {
+			c.q.pushDelta(id, deltaPrefix, u.DeltaBody(), u.Delta(), u.Since,
+				func() []byte { return dataFrame(dataPrefix, u.Whole()) })
+		}
 	}
 }
 
@@ -456,9 +545,13 @@ func (s *Server) invoke(caller engine.Caller, fn string, args json.RawMessage) (
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	start := time.Now()
+	start := s.clock.Now()
 	v, err := s.opts.Engine.Call(ctx, caller, fn, args)
-	s.metrics.observeCall(fn, apperr.CodeOf(err), time.Since(start))
+	label := fn
+	if !s.opts.Engine.HasFunc(fn) {
+		label = "unknown" // a client's made-up names must not grow the label set
+	}
+	s.metrics.ObserveCall(label, string(apperr.CodeOf(err)), s.clock.Since(start))
 	if err != nil {
 		return nil, err
 	}
@@ -468,3 +561,6 @@ func (s *Server) invoke(caller engine.Caller, fn string, args json.RawMessage) (
 	}
 	return b, nil
 }
+
+// closeFrame is the close frame sockets get when the server shuts down.
+var closeFrame = websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down: reconnect")

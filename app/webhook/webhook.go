@@ -33,20 +33,32 @@ const (
 
 // Verifier checks signed messages. It is safe for concurrent use.
 type Verifier struct {
-	key   []byte
+	keys  [][]byte
 	clock clockwork.Clock
 }
 
-// NewVerifier takes a "whsec_<base64>" secret; a nil clock is the real clock.
-func NewVerifier(secret string, clock clockwork.Clock) (*Verifier, error) {
-	key, err := parseSecret(secret)
-	if err != nil {
-		return nil, err
+// NewVerifier takes a "whsec_<base64>" secret, or a comma list of them
+// while rotating (a signature by any of them is accepted); a nil clock is
+// the real clock.
+func NewVerifier(secrets string, clock clockwork.Clock) (*Verifier, error) {
+	var keys [][]byte
+	for _, secret := range strings.Split(secrets, ",") {
+		if s := strings.TrimSpace(secret); s == "" || s == "v1" {
+			continue // "v1," is how Supabase's dashboard shows a secret
+		}
+		key, err := parseSecret(secret)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("webhook: no secret (INVIGIL_WEBHOOK_SECRET)")
 	}
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	return &Verifier{key: key, clock: clock}, nil
+	return &Verifier{keys: keys, clock: clock}, nil
 }
 
 // Verify checks h and body and returns the message id. Every failure is an
@@ -64,17 +76,20 @@ func (v *Verifier) Verify(h http.Header, body []byte) (msgID string, err error) 
 	if d := v.clock.Now().Sub(time.Unix(sec, 0)); d > Tolerance || d < -Tolerance {
 		return "", unauthenticated("stale timestamp")
 	}
-	want := mac(v.key, id, ts, body)
-	// Several signatures mean key rotation: any v1 one that matches will do.
-	// Other versions (v1a is asymmetric) are not ours to check.
-	for _, s := range sigs {
-		version, sig, ok := strings.Cut(s, ",")
-		if !ok || version != "v1" {
-			continue
-		}
-		got, err := base64.StdEncoding.DecodeString(sig)
-		if err == nil && hmac.Equal(got, want) {
-			return id, nil
+	// Several signatures, or several secrets, mean key rotation: any v1
+	// signature by any secret will do. Other versions (v1a is asymmetric)
+	// are not ours to check.
+	for _, key := range v.keys {
+		want := mac(key, id, ts, body)
+		for _, s := range sigs {
+			version, sig, ok := strings.Cut(s, ",")
+			if !ok || version != "v1" {
+				continue
+			}
+			got, err := base64.StdEncoding.DecodeString(sig)
+			if err == nil && hmac.Equal(got, want) {
+				return id, nil
+			}
 		}
 	}
 	return "", unauthenticated("bad signature")

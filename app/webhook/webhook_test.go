@@ -204,3 +204,24 @@ func TestSecrets(t *testing.T) {
 		t.Error("Sign with an empty id: want an error")
 	}
 }
+
+// TestRotation: while INVIGIL_WEBHOOK_SECRET lists two secrets, a delivery
+// signed with either is accepted; one signed with a third is refused.
+func TestRotation(t *testing.T) {
+	const old, next = testSecret, "whsec_bmV4dC1zZWNyZXQtYWZ0ZXItcm90YXRpb24="
+	clock := clockwork.NewFakeClockAt(epoch)
+	v := mustVerifier(t, old+", "+next, clock)
+	body := []byte(`{"exam_id":"e1"}`)
+	for _, secret := range []string{old, next} {
+		if _, err := v.Verify(mustSign(t, secret, "msg_"+secret[6:10], epoch, body), body); err != nil {
+			t.Errorf("signed with %s…: %v", secret[:10], err)
+		}
+	}
+	other := "whsec_c29tZWJvZHktZWxzZXMtc2VjcmV0"
+	if _, err := v.Verify(mustSign(t, other, "msg_x", epoch, body), body); err == nil {
+		t.Error("a third secret's signature was accepted")
+	}
+	if _, err := NewVerifier(old+",sk_live_abc", nil); err == nil {
+		t.Error("a list with a malformed secret was accepted")
+	}
+}

@@ -1,10 +1,12 @@
-package engine
+// Package args decodes and checks the JSON arguments of functions, queries
+// and hooks, turning every problem into an invalid_argument error that
+// names the field.
+package args
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
-
 	"unicode/utf8"
 
 	"invigil/app/apperr"

@@ -1,0 +1,66 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// upgrades[v] brings a database from schema version v to v+1. Version 0 is
+// the schema of invigil's first release (no user_version set). A new
+// database gets schema.sql, which is always the latest version, and skips
+// them all. Append; never edit a step that has shipped.
+var upgrades = []string{
+	// 0 → 1: exam hooks carry Supabase's updated_at; startSession is no
+	// heartbeat; violations carry the client's id for retries.
+	`ALTER TABLE exams ADD COLUMN source_updated_at TEXT;
+	 ALTER TABLE exam_sessions ADD COLUMN last_beat_at TEXT;
+	 ALTER TABLE violations ADD COLUMN client_id TEXT;
+	 CREATE UNIQUE INDEX IF NOT EXISTS violations_client_id ON violations (exam_id, student_id, client_id)
+	   WHERE client_id IS NOT NULL;
+	 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+	 INSERT OR IGNORE INTO meta (key, value) VALUES ('health', '');`,
+}
+
+// SchemaVersion is the version schema.sql describes.
+func SchemaVersion() int { return len(upgrades) }
+
+// migrate gives a new database the schema, and upgrades an older one in
+// place, one step per transaction.
+func migrate(ctx context.Context, db *sql.DB, schema string) error {
+	var version, tables int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("store: read schema version: %w", err)
+	}
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'exams'`).Scan(&tables); err != nil {
+		return fmt.Errorf("store: inspect schema: %w", err)
+	}
+	if tables == 0 {
+		return step(ctx, db, schema, SchemaVersion())
+	}
+	if version > SchemaVersion() {
+		return fmt.Errorf("store: the database is at schema version %d, newer than this invigil (%d): run a newer release", version, SchemaVersion())
+	}
+	for v := version; v < SchemaVersion(); v++ {
+		if err := step(ctx, db, upgrades[v], v+1); err != nil {
+			return fmt.Errorf("store: upgrade schema %d → %d: %w", v, v+1, err)
+		}
+	}
+	return nil
+}
+
+// step runs sql and records version in one transaction.
+func step(ctx context.Context, db *sql.DB, sqlText string, version int) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, sqlText); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, version)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

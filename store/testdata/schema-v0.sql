@@ -1,0 +1,76 @@
+-- invigil's live tables. Applied at every start; every statement is idempotent.
+-- Times are RFC 3339 UTC strings with milliseconds, so they sort as text.
+
+-- Exams as registered by Supabase through POST /hooks/exams.
+CREATE TABLE IF NOT EXISTS exams (
+  id          TEXT PRIMARY KEY,
+  title       TEXT NOT NULL,
+  tutor_ids   TEXT NOT NULL DEFAULT '[]',  -- JSON array of user ids
+  student_ids TEXT,                        -- JSON array, NULL = any student may join while open
+  quiz_code   TEXT,
+  status      TEXT NOT NULL CHECK (status IN ('scheduled', 'open', 'closed')),
+  starts_at   TEXT,
+  ends_at     TEXT,
+  updated_at  TEXT NOT NULL
+);
+
+-- One live proctoring session per student and exam.
+CREATE TABLE IF NOT EXISTS exam_sessions (
+  exam_id             TEXT NOT NULL,
+  student_id          TEXT NOT NULL,
+  id                  TEXT NOT NULL UNIQUE,
+  student_name        TEXT NOT NULL,
+  status              TEXT NOT NULL CHECK (status IN ('active', 'disconnected', 'submitted')),
+  current_question    INTEGER NOT NULL DEFAULT 0,
+  answered_count      INTEGER NOT NULL DEFAULT 0,
+  violation_count     INTEGER NOT NULL DEFAULT 0,  -- exact, even past the stored-details cap
+  violations_by_type  TEXT NOT NULL DEFAULT '{}',  -- JSON {type: count}, exact too
+  last_violation_type TEXT,
+  last_violation_at   TEXT,
+  last_heartbeat      TEXT NOT NULL,
+  started_at          TEXT NOT NULL,
+  ended_at            TEXT,
+  disconnects         INTEGER NOT NULL DEFAULT 0,
+  network             TEXT,                        -- JSON of the last heartbeat's network info
+  PRIMARY KEY (exam_id, student_id)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS exam_sessions_active ON exam_sessions (status, last_heartbeat);
+
+-- Violations in their own table; a session stores at most a capped number of them.
+CREATE TABLE IF NOT EXISTS violations (
+  id           TEXT PRIMARY KEY,
+  exam_id      TEXT NOT NULL,
+  student_id   TEXT NOT NULL,
+  student_name TEXT NOT NULL,
+  type         TEXT NOT NULL,
+  detail       TEXT NOT NULL DEFAULT '',
+  client_ts    TEXT,
+  created_at   TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS violations_by_exam ON violations (exam_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS violations_by_session ON violations (exam_id, student_id, created_at DESC, id DESC);
+
+-- Webhook ids already handled: a replayed hook is answered 200 and changes nothing.
+CREATE TABLE IF NOT EXISTS hook_receipts (
+  id          TEXT PRIMARY KEY,
+  received_at TEXT NOT NULL
+);
+
+-- What must reach Supabase waits here until Supabase accepted it (CONTRACT §6):
+-- written in the same transaction as the change it reports, retried with
+-- backoff across restarts, purged only after delivery.
+CREATE TABLE IF NOT EXISTS outbox (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  target          TEXT NOT NULL,     -- Supabase table
+  on_conflict     TEXT NOT NULL,     -- its upsert key columns
+  body            TEXT NOT NULL,     -- JSON array of rows
+  created_at      TEXT NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TEXT NOT NULL,
+  last_error      TEXT,
+  delivered_at    TEXT
+);
+
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_attempt_at);
