@@ -10,8 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,12 +36,12 @@ const HookSecret = "whsec_dGVzdC1zZWNyZXQtZm9yLWludmlnaWwtaG9va3M="
 
 // Harness is a running invigil.
 type Harness struct {
-	T      testing.TB
-	App    *app.App
-	URL    string
-	Clock  clockwork.Clock
-	Fake   *clockwork.FakeClock // nil with a real clock
-	Dev    *auth.DevIssuer
+	T     testing.TB
+	App   *app.App
+	URL   string
+	Clock clockwork.Clock
+	Fake  *clockwork.FakeClock // nil with a real clock
+	Dev   *auth.DevIssuer
 }
 
 // Option adjusts the configuration before boot.

@@ -53,10 +53,10 @@ type Verifier struct {
 	issuer   string
 	noIssuer bool
 	secret   []byte
-	static jwk.Set   // nil when not configured
-	jwks   *keyCache // nil when not configured
-	clock  clockwork.Clock
-	log    *slog.Logger
+	static   jwk.Set   // nil when not configured
+	jwks     *keyCache // nil when not configured
+	clock    clockwork.Clock
+	log      *slog.Logger
 }
 
 // NewVerifier builds a Verifier. It fails only on configuration errors: an
@@ -74,8 +74,8 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 		issuer:   cfg.Issuer,
 		noIssuer: cfg.NoIssuer,
 		secret:   bytes.Clone(cfg.HS256Secret),
-		clock:  cfg.Clock,
-		log:    cfg.Logger,
+		clock:    cfg.Clock,
+		log:      cfg.Logger,
 	}
 	if v.clock == nil {
 		v.clock = clockwork.NewRealClock()

@@ -103,8 +103,8 @@ type jwksServer struct {
 	*httptest.Server
 	fetches atomic.Int32
 	mu      sync.Mutex
-	keys    []jwk.Key // public
-	down    bool      // answer 503
+	keys    []jwk.Key     // public
+	down    bool          // answer 503
 	gate    chan struct{} // when set, requests wait for it (a hanging Supabase)
 }
 

@@ -312,4 +312,3 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	}
 	return false
 }
-
