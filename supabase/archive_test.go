@@ -111,8 +111,9 @@ func chatBody(t *testing.T, msgs ...map[string]any) string {
 
 // seedArchive registers the exams through the platform's exams table (whose
 // trigger fills who teaches what) and archives, as invigil would:
-// summaries E1/S1, E1/S2, E2/S2; support chats m1 (S1) and m2 (S2); exam
-// rooms m3 (E1, S1), m4 (E2, S2) and m5 (T1's answer in S1's E1 room).
+// summaries E1/S1, E1/S2, E2/S2; support chats m1 (S1), m2 (S2) and m6
+// (S2 asking support about E1); exam rooms m3 (E1, S1), m4 (E2, S2) and m5
+// (T1's answer in S1's E1 room).
 func seedArchive(t *testing.T, db *database) {
 	t.Helper()
 	db.mustRun(t, fmt.Sprintf(`insert into public.exams (id, title, tutor_id, status) values
@@ -126,88 +127,87 @@ func seedArchive(t *testing.T, db *database) {
 		chatMessage("m2", "support", "", student2, student2, "student"),
 		chatMessage("m3", "exam", exam1, student1, student1, "student"),
 		chatMessage("m4", "exam", exam2, student2, student2, "student"),
-		chatMessage("m5", "exam", exam1, student1, tutor1, "tutor")))
+		chatMessage("m5", "exam", exam1, student1, tutor1, "tutor"),
+		chatMessage("m6", "support", exam1, student2, student2, "student")))
 }
 
 // Queries that list what the caller sees, as JSON arrays of names.
 const (
 	seeSummaries = `select coalesce(json_agg(k order by k), '[]') from
-		(select exam_id || '/' || student_id as k from public.proctoring_summaries) s;`
-	seeChats  = `select coalesce(json_agg(id order by id), '[]') from public.chat_messages;`
+		(select exam_id || '/' || student_id as k from public.proctoring_summaries) s`
+	seeChats  = `select coalesce(json_agg(id order by id), '[]') from public.chat_messages`
 	seeTutors = `select coalesce(json_agg(k order by k), '[]') from
-		(select exam_id || '/' || tutor_id as k from public.invigil_exam_tutors) s;`
+		(select exam_id || '/' || tutor_id as k from public.invigil_exam_tutors) s`
+	seeAll = `select json_build_object('Summaries', (` + seeSummaries + `), 'Chats', (` + seeChats +
+		`), 'Tutors', (` + seeTutors + `))`
 )
 
-// sees runs one of the queries above with the given claims.
-func sees(t *testing.T, db *database, claims, query string) []string {
+// sees runs one of the queries above with the given claims and decodes its
+// result into v, the ids replaced by their names.
+func seesInto(t *testing.T, db *database, claims, query string, v any) {
 	t.Helper()
-	out, err := db.asUser(claims, query)
+	out, err := db.asUser(claims, query+";")
 	if err != nil {
 		t.Fatalf("as %s: %v", names.Replace(claims), err)
 	}
-	var got []string
-	if err := json.Unmarshal([]byte(names.Replace(out)), &got); err != nil {
+	if err := json.Unmarshal([]byte(names.Replace(out)), v); err != nil {
 		t.Fatalf("%q: %v", out, err)
 	}
+}
+
+// sees returns the list one of the see* queries returns.
+func sees(t *testing.T, db *database, claims, query string) []string {
+	t.Helper()
+	var got []string
+	seesInto(t, db, claims, query, &got)
 	return got
 }
+
+// visible is what one caller sees of each table.
+type visible struct{ Summaries, Chats, Tutors []string }
 
 func TestRowLevelSecurity(t *testing.T) {
 	db := mustDB(t)
 	seedArchive(t, db)
 
 	allSummaries := []string{"E1/S1", "E1/S2", "E2/S2"}
-	allChats := []string{"m1", "m2", "m3", "m4", "m5"}
+	allChats := []string{"m1", "m2", "m3", "m4", "m5", "m6"}
 	tests := []struct {
-		name      string
-		claims    string
-		summaries []string
-		chats     []string
-		tutors    []string
+		name   string
+		claims string
+		want   visible
 	}{
-		{name: "student reads own summary and chats",
-			claims: claims(student1, "", ""), summaries: []string{"E1/S1"}, chats: []string{"m1", "m3", "m5"}},
-		{name: "other student",
-			claims: claims(student2, "student", ""), summaries: []string{"E1/S2", "E2/S2"}, chats: []string{"m2", "m4"}},
-		{name: "user_metadata role admin grants nothing",
-			claims: claims(student1, "", "admin"), summaries: []string{"E1/S1"}, chats: []string{"m1", "m3", "m5"}},
-		{name: "tutor reads taught exam's summaries and rooms, no support chats",
-			claims: claims(tutor1, "tutor", ""), summaries: []string{"E1/S1", "E1/S2"}, chats: []string{"m3", "m5"},
-			tutors: []string{"E1/T1"}},
-		{name: "other tutor",
-			claims: claims(tutor2, "tutor", ""), summaries: []string{"E2/S2"}, chats: []string{"m4"},
-			tutors: []string{"E2/T2"}},
-		{name: "tutor's id without the tutor role reads nothing",
-			claims: claims(tutor1, "", "tutor"), tutors: []string{"E1/T1"}},
-		{name: "agent reads support chats, no exam rooms, no summaries",
-			claims: claims(agent, "agent", ""), chats: []string{"m1", "m2"}},
-		{name: "admin reads everything",
-			claims: claims(admin, "admin", ""), summaries: allSummaries, chats: allChats,
-			tutors: []string{"E1/T1", "E2/T2"}},
-		{name: "unknown role reads nothing",
-			claims: claims(admin, "superuser", "")},
+		{name: "student reads own summary and chats", claims: claims(student1, "", ""),
+			want: visible{Summaries: []string{"E1/S1"}, Chats: []string{"m1", "m3", "m5"}}},
+		{name: "other student", claims: claims(student2, "student", ""),
+			want: visible{Summaries: []string{"E1/S2", "E2/S2"}, Chats: []string{"m2", "m4", "m6"}}},
+		{name: "user_metadata role admin grants nothing", claims: claims(student1, "", "admin"),
+			want: visible{Summaries: []string{"E1/S1"}, Chats: []string{"m1", "m3", "m5"}}},
+		{name: "tutor reads taught exam's summaries and rooms, no support chats", claims: claims(tutor1, "tutor", ""),
+			want: visible{Summaries: []string{"E1/S1", "E1/S2"}, Chats: []string{"m3", "m5"}, Tutors: []string{"E1/T1"}}},
+		{name: "other tutor", claims: claims(tutor2, "tutor", ""),
+			want: visible{Summaries: []string{"E2/S2"}, Chats: []string{"m4"}, Tutors: []string{"E2/T2"}}},
+		{name: "tutor's id without the tutor role reads nothing", claims: claims(tutor1, "", "tutor"),
+			want: visible{Tutors: []string{"E1/T1"}}},
+		{name: "agent reads support chats, no exam rooms, no summaries", claims: claims(agent, "agent", ""),
+			want: visible{Chats: []string{"m1", "m2", "m6"}}},
+		{name: "admin reads everything", claims: claims(admin, "admin", ""),
+			want: visible{Summaries: allSummaries, Chats: allChats, Tutors: []string{"E1/T1", "E2/T2"}}},
+		{name: "unknown role reads nothing", claims: claims(admin, "superuser", "")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, q := range []struct {
-				table string
-				query string
-				want  []string
-			}{
-				{"proctoring_summaries", seeSummaries, tt.summaries},
-				{"chat_messages", seeChats, tt.chats},
-				{"invigil_exam_tutors", seeTutors, tt.tutors},
-			} {
-				if diff := cmp.Diff(q.want, sees(t, db, tt.claims, q.query), cmpNilIsEmpty); diff != "" {
-					t.Errorf("%s (-want +got):\n%s", q.table, diff)
-				}
+			var got visible
+			seesInto(t, db, tt.claims, seeAll, &got)
+			if diff := cmp.Diff(tt.want, got, cmpNilIsEmpty); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
 	}
 
 	t.Run("anon reads nothing", func(t *testing.T) {
 		for _, q := range []string{seeSummaries, seeChats, seeTutors} {
-			if out, err := db.as("anon", `{"role":"anon"}`, q); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			if out, err := db.as("anon", `{"role":"anon"}`, q+";"); err == nil || !strings.Contains(err.Error(), "permission denied") {
 				t.Errorf("anon %s = %s, %v; want permission denied", q, out, err)
 			}
 		}
@@ -238,11 +238,13 @@ func TestOnlyServiceRoleWrites(t *testing.T) {
 		"claim to teach exam": fmt.Sprintf(`insert into public.invigil_exam_tutors values (%s, %s);`, literal(exam2), literal(tutor1)),
 		"drop a tutor":        `delete from public.invigil_exam_tutors;`,
 	}
-	for _, who := range []string{claims(student1, "", ""), claims(tutor1, "tutor", ""), claims(admin, "admin", "")} {
+	for _, who := range []struct{ name, claims string }{
+		{"student", claims(student1, "", "")}, {"tutor", claims(tutor1, "tutor", "")}, {"admin", claims(admin, "admin", "")},
+	} {
 		for name, sql := range writes {
-			out, err := db.asUser(who, sql)
+			out, err := db.asUser(who.claims, sql)
 			if err == nil || !strings.Contains(err.Error(), "permission denied") {
-				t.Errorf("%s as %s = %q, %v; want permission denied", name, names.Replace(who), out, err)
+				t.Errorf("%s as %s = %q, %v; want permission denied", name, who.name, out, err)
 			}
 		}
 	}
@@ -274,7 +276,7 @@ func TestServiceRoleUpsertIsIdempotent(t *testing.T) {
 			from public.proctoring_summaries where exam_id = `+literal(exam1)+` and student_id = `+literal(student1)+`),
 		'm1', (select json_build_object('read_by', read_by, 'attachments', attachments, 'body', body)
 			from public.chat_messages where id = 'm1'))`))
-	want := `{"summaries" : 3, "chats" : 5, ` +
+	want := `{"summaries" : 3, "chats" : 6, ` +
 		`"e1s1" : {"status" : "submitted", "violation_count" : 3, "violations_by_type" : {"paste": 1, "tab_hidden": 2}, "duration_s" : 3600, "ended_at" : "2026-03-02T10:00:00+00:00"}, ` +
 		`"m1" : {"read_by" : ["S1","AG"], "attachments" : [{"url": "https://x.test/a.png", "mime": "image/png", "name": "a.png", "size": 12}], "body" : "hello m1"}}`
 	if diff := cmp.Diff(jsonValue(t, want), jsonValue(t, got)); diff != "" {

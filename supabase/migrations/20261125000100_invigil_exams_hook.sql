@@ -35,7 +35,6 @@ $$;
 create schema if not exists invigil;
 revoke all on schema invigil from public;
 
-
 -- RFC 3339 in UTC with microseconds, always six digits
 -- ("2026-03-02T09:00:00.000000Z"): fixed width keeps the strings in time
 -- order, and updated_at keeps PostgreSQL's full precision.
@@ -233,6 +232,8 @@ begin
   if to_regclass('public.exams') is null then
     raise exception 'invigil: public.exams not found; adapt invigil.exam_payload and this trigger to the exams table';
   end if;
+  -- Fail here, not silently in the trigger, if pgcrypto is not in schema extensions.
+  perform invigil.sign('whsec_AAAA', 'check', '0', '{}');
   drop trigger if exists invigil_exams_hook on public.exams;
   create trigger invigil_exams_hook after insert or update or delete on public.exams
     for each row execute function invigil.exams_changed();
