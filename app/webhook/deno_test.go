@@ -1,9 +1,12 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,65 +14,64 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/jonboulle/clockwork"
 )
 
-// signMJS is signWebhook from supabase/functions/_shared/invigil.ts with the
-// types taken out: the same WebCrypto calls, run by node to prove that what
-// an edge function signs is what Verify accepts. Keep the two in step.
-const signMJS = `
-async function signWebhook(secret, id, body, now = new Date()) {
-  const b64 = secret.trim().replace(/^v1,/, "");
-  if (!b64.startsWith("whsec_")) throw new Error("invigil: secret must look like whsec_<base64>");
-  const raw = Uint8Array.from(atob(b64.slice("whsec_".length)), (c) => c.charCodeAt(0));
-  const key = await crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const ts = Math.floor(now.getTime() / 1000).toString();
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(` + "`${id}.${ts}.${body}`" + `)));
-  return {
-    "webhook-id": id,
-    "webhook-timestamp": ts,
-    "webhook-signature": ` + "`v1,${btoa(String.fromCharCode(...mac))}`" + `,
-  };
-}
-const [secret, id, body, ms] = process.argv.slice(2);
+// signTS calls signWebhook from the very file Supabase edge functions
+// import, supabase/functions/_shared/invigil.ts, and prints its headers.
+const signTS = `import { signWebhook } from %q;
+const [secret, id, body, ms] = Deno.args;
 console.log(JSON.stringify(await signWebhook(secret, id, body, new Date(Number(ms)))));
 `
 
-func TestWebCryptoSignerInterop(t *testing.T) {
-	node, err := exec.LookPath("node")
+// TestEdgeFunctionSignerInterop proves that what an edge function signs is
+// what Sign produces and Verify accepts. It runs under Deno ($DENO, or deno
+// on PATH; .ci/run installs it from the npm registry).
+func TestEdgeFunctionSignerInterop(t *testing.T) {
+	deno, err := exec.LookPath(cmp.Or(os.Getenv("DENO"), "deno"))
 	if err != nil {
-		t.Skip("node not installed")
+		if os.Getenv("INVIGIL_REQUIRE_PG_DENO") != "" {
+			t.Fatalf("!!! Deno is required (INVIGIL_REQUIRE_PG_DENO) and not found: %v", err)
+		}
+		t.Skipf("!!! SKIPPED: Deno not found, so invigil.ts's signer is NOT tested against Verify: %v", err)
 	}
-	script := filepath.Join(t.TempDir(), "sign.mjs")
-	if err := os.WriteFile(script, []byte(signMJS), 0o600); err != nil {
+	src, err := filepath.Abs("../../supabase/functions/_shared/invigil.ts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "sign.ts")
+	module := (&url.URL{Scheme: "file", Path: filepath.ToSlash(src)}).String()
+	if err := os.WriteFile(script, []byte(fmt.Sprintf(signTS, module)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	const id = "score_7f1c"
 	body := `{"nickname":"Zoë 🎓","score":9,"max_score":10}` // non-ASCII: UTF-8 on both sides
 	ts := epoch.Add(1500 * time.Millisecond)
 
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, node, script, "v1,"+testSecret, id, body,
-		strconv.FormatInt(ts.UnixMilli(), 10)).Output()
+	cmd := exec.CommandContext(ctx, deno, "run", "--no-config", "--no-prompt", script,
+		"v1,"+testSecret, id, body, strconv.FormatInt(ts.UnixMilli(), 10))
+	cmd.Env = append(os.Environ(), "DENO_NO_UPDATE_CHECK=1", "NO_COLOR=1")
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("node: %v", err)
+		t.Fatalf("deno: %v", err)
 	}
-	var fromNode map[string]string
-	if err := json.Unmarshal(out, &fromNode); err != nil {
-		t.Fatalf("node output %q: %v", out, err)
+	var fromDeno map[string]string
+	if err := json.Unmarshal(out, &fromDeno); err != nil {
+		t.Fatalf("deno output %q: %v", out, err)
 	}
 	h := http.Header{}
-	for k, v := range fromNode {
+	for k, v := range fromDeno {
 		h.Set(k, v)
 	}
 
-	if diff := cmp.Diff(mustSign(t, testSecret, id, ts, []byte(body)), h); diff != "" {
-		t.Errorf("node headers differ from Sign (-go +node):\n%s", diff)
+	if diff := gocmp.Diff(mustSign(t, testSecret, id, ts, []byte(body)), h); diff != "" {
+		t.Errorf("invigil.ts headers differ from Sign (-go +deno):\n%s", diff)
 	}
 	v := mustVerifier(t, testSecret, clockwork.NewFakeClockAt(epoch))
 	if got, err := v.Verify(h, []byte(body)); err != nil || got != id {
-		t.Errorf("Verify(node headers) = %q, %v", got, err)
+		t.Errorf("Verify(invigil.ts headers) = %q, %v", got, err)
 	}
 }
