@@ -11,6 +11,9 @@
 //
 //   import { pushScore } from "../_shared/invigil.ts";
 //   await pushScore(Deno.env.get("INVIGIL_URL")!, Deno.env.get("INVIGIL_WEBHOOK_SECRET")!, row);
+//
+// supabase/README.md has the lines for grade-exam; supabase/*_test.go runs
+// this file under Deno against invigil's verifier.
 
 export interface Score {
   submission_id: string;
@@ -31,9 +34,12 @@ export interface Exam {
   starts_at?: string;
   ends_at?: string;
   student_ids?: string[]; // absent: any student may join while open
+  updated_at?: string; // the row's time in Supabase: an older delivery changes nothing
 }
 
 const MAX_TRIES = 5;
+const TRY_TIMEOUT_MS = 10_000; // one try that hangs counts as a network error
+const MAX_RETRY_AFTER_MS = 30_000; // the longest Retry-After honoured
 
 /** Returns the Standard Webhooks headers for body, sent as message id at now. */
 export async function signWebhook(
@@ -77,16 +83,19 @@ export function pushExam(baseUrl: string, secret: string, exam: Exam, id?: strin
   return post(baseUrl, "/hooks/exams", secret, id ?? `exam_${exam.exam_id}_${crypto.randomUUID()}`, JSON.stringify(exam));
 }
 
-// post delivers body, retrying network errors, 408, 429 and 5xx with
-// exponential backoff (0.5 s, 1 s, 2 s, 4 s, plus jitter) up to MAX_TRIES.
-// Each try is signed afresh (a new timestamp) under the same id.
+// post delivers body, retrying network errors (a try that takes longer than
+// TRY_TIMEOUT_MS among them), 408, 429 and 5xx with exponential backoff
+// (0.5 s, 1 s, 2 s, 4 s, plus jitter, or the server's Retry-After when
+// longer) up to MAX_TRIES; any other 4xx is final. Each try is signed afresh
+// (a new timestamp) under the same id.
 async function post(baseUrl: string, path: string, secret: string, id: string, body: string): Promise<void> {
   const url = baseUrl.replace(/\/+$/, "") + path;
   for (let attempt = 1;; attempt++) {
     const headers = { "content-type": "application/json", ...(await signWebhook(secret, id, body)) };
     let problem: string;
+    let retryAfterMs = 0;
     try {
-      const res = await fetch(url, { method: "POST", headers, body });
+      const res = await fetch(url, { method: "POST", headers, body, signal: AbortSignal.timeout(TRY_TIMEOUT_MS) });
       const text = await res.text();
       if (res.ok) return;
       problem = `${res.status} ${text.slice(0, 200)}`;
@@ -94,13 +103,14 @@ async function post(baseUrl: string, path: string, secret: string, id: string, b
         // A 4xx other than timeout or rate limit: retrying will not help.
         throw new RefusedError(`invigil: ${path} refused ${id}: ${problem}`);
       }
+      retryAfterMs = Math.min(Number(res.headers.get("retry-after")) * 1000 || 0, MAX_RETRY_AFTER_MS);
     } catch (err) {
       if (err instanceof RefusedError) throw err;
-      problem = String(err); // network error
+      problem = String(err); // network error or timeout
     }
     if (attempt >= MAX_TRIES) throw new Error(`invigil: ${path} failed ${MAX_TRIES} times for ${id}: ${problem}`);
     const delay = 500 * 2 ** (attempt - 1);
-    await new Promise((r) => setTimeout(r, delay + Math.random() * delay / 2));
+    await new Promise((r) => setTimeout(r, Math.max(retryAfterMs, delay + Math.random() * delay / 2)));
   }
 }
 
