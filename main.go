@@ -6,6 +6,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"invigil/app"
 	"invigil/app/demo"
 	"invigil/static"
+	"invigil/store"
 )
 
 //go:embed schema.sql
@@ -39,6 +41,17 @@ func main() {
 }
 
 func run(log *slog.Logger) error {
+	if len(os.Args) > 1 && os.Args[1] == "backup" { // CONTRACT §1: invigil backup PATH
+		if len(os.Args) != 3 {
+			return errors.New("usage: invigil backup PATH (an online copy of INVIGIL_DB)")
+		}
+		src := cmp.Or(os.Getenv("INVIGIL_DB"), app.DefaultConfig().DB)
+		if err := store.Backup(context.Background(), src, os.Args[2]); err != nil {
+			return err
+		}
+		log.Info("backup written", "db", src, "path", os.Args[2])
+		return nil
+	}
 	cfg, err := app.LoadConfig(os.Getenv, os.Args[1:])
 	if err != nil {
 		return err
