@@ -6,8 +6,8 @@
 #
 # `docker build` cannot run on the project's machines, so the proofs live
 # elsewhere: .ci/run builds invigil with scripts/build-static.sh (the very
-# command of the build stage) and deploy/ tests start that binary; the
-# Litestream stage's `go install` was run by hand (see docs/deploy.md).
+# command of the build stage) and scripts/build-litestream.sh (the
+# Litestream stage's), and the deploy/ tests start both binaries.
 # deploy/deploy_test.go checks this file's versions against go.mod.
 
 # The Go of go.mod's `go` line, so the image builds with CI's toolchain
@@ -31,16 +31,16 @@ RUN sh scripts/build-static.sh /out/invigil
 # database) rather than downloaded: no cgo, so a static binary like ours.
 FROM golang:${GO_VERSION}-alpine AS litestream
 ARG LITESTREAM_VERSION
-RUN CGO_ENABLED=0 GOBIN=/out go install -trimpath \
-      -ldflags="-s -w -X main.Version=${LITESTREAM_VERSION}" \
-      github.com/benbjohnson/litestream/cmd/litestream@${LITESTREAM_VERSION}
+COPY scripts/build-litestream.sh /build-litestream.sh
+RUN sh /build-litestream.sh "${LITESTREAM_VERSION}" /out/litestream
 
 # --- the image -------------------------------------------------------------
 FROM alpine:${ALPINE_VERSION}
 # ca-certificates: invigil calls Supabase (JWKS, REST) and Litestream calls
 # Tigris over TLS. su-exec: the entrypoint starts as root only to hand the
 # volume (mounted root-owned by Fly) to the invigil user, then drops root.
-RUN apk add --no-cache ca-certificates su-exec \
+# sqlite: the sqlite3 shell, for the on-call engineer (docs/runbooks.md).
+RUN apk add --no-cache ca-certificates su-exec sqlite \
  && addgroup -S -g 10001 invigil \
  && adduser -S -D -H -u 10001 -G invigil -s /sbin/nologin invigil \
  && install -d -o invigil -g invigil /data

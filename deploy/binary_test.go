@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -75,7 +76,6 @@ func TestStaticBinaryStartsServesAndDrains(t *testing.T) {
 	exitErr, exited := srv.wait(drainTime)
 	took := time.Since(start)
 	if !exited {
-		srv.cmd.Process.Kill()
 		t.Fatalf("invigil still running %s after SIGTERM (drain time); log:\n%s", drainTime, srv.logs())
 	}
 	if exitErr != nil {
@@ -161,6 +161,7 @@ func mustBeStatic(t *testing.T, bin string) {
 
 type server struct {
 	cmd    *exec.Cmd
+	done   atomic.Bool // Wait returned
 	base   string
 	mu     sync.Mutex
 	out    bytes.Buffer
@@ -207,18 +208,32 @@ func cleanEnv() []string {
 // and kills it when the test ends if it is still running.
 func mustStart(t *testing.T, bin, dbPath string, args ...string) *server {
 	t.Helper()
+	return mustStartWith(t, []string{"INVIGIL_DB=" + dbPath}, bin, args...)
+}
+
+// mustStartWith starts name with args, on a free loopback port, with env
+// added to the clean environment.
+func mustStartWith(t *testing.T, env []string, name string, args ...string) *server {
+	t.Helper()
 	port := freePort(t)
 	s := &server{base: "http://127.0.0.1:" + port, exited: make(chan error, 1)}
-	s.cmd = exec.Command(bin, args...)
-	s.cmd.Env = append(cleanEnv(), "PORT="+port, "INVIGIL_DB="+dbPath)
+	s.cmd = exec.Command(name, args...)
+	s.cmd.Env = append(append(cleanEnv(), "PORT="+port), env...)
 	s.cmd.Stdout, s.cmd.Stderr = s, s
+	// Its own process group, so that a failed test can stop its children
+	// too (Litestream's invigil).
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.exited <- s.cmd.Wait() }()
+	go func() {
+		err := s.cmd.Wait()
+		s.done.Store(true)
+		s.exited <- err
+	}()
 	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
-			s.cmd.Process.Kill()
+		if !s.done.Load() {
+			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 		}
 	})
 	return s

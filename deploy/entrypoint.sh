@@ -12,17 +12,36 @@
 set -eu
 
 db=${INVIGIL_DB:-/data/invigil.db}
+dir=$(dirname "$db")
 config=${LITESTREAM_CONFIG:-/etc/litestream.yml}
 run_as=${INVIGIL_RUN_AS-invigil}
 
 log() { echo "entrypoint: $*" >&2; }
 
-# A Fly volume is mounted owned by root, whatever the image's /data was.
-# Give it to the server's user, then drop root for everything that follows.
+mkdir -p "$dir"
+
+# A point-in-time restore prepared while serving (docs/runbooks.md,
+# "Point-in-time restore") is swapped in here, before anything opens the
+# database. The current one is kept aside, and Litestream's local state for
+# it is dropped, so that Litestream starts a new snapshot of the restored file.
+if [ -e "$db.restored" ]; then
+	aside="$db.replaced-$(date -u +%Y%m%dT%H%M%SZ)"
+	log "swapping in $db.restored; the current database goes to $aside"
+	for suffix in "" -wal -shm; do
+		if [ -e "$db$suffix" ]; then
+			mv "$db$suffix" "$aside$suffix"
+		fi
+	done
+	rm -rf "$dir/.$(basename "$db")-litestream"
+	mv "$db.restored" "$db"
+fi
+
+# A Fly volume is mounted owned by root, whatever the image's /data was, and
+# files an operator made over `fly ssh console` are root's too. Give them all
+# to the server's user, then drop root for everything that follows.
 as_user=""
 if [ "$(id -u)" = 0 ] && [ -n "$run_as" ]; then
-	mkdir -p "$(dirname "$db")"
-	chown -R "$run_as:$run_as" "$(dirname "$db")"
+	chown -R "$run_as:$run_as" "$dir"
 	as_user="su-exec $run_as"
 fi
 
@@ -43,7 +62,7 @@ else
 	start=$(date +%s)
 	$as_user litestream restore -config "$config" -if-db-not-exists -if-replica-exists \
 		-integrity-check quick "$db"
-	log "restore step done in $(( $(date +%s) - start ))s"
+	log "restore step done in $(($(date +%s) - start))s"
 fi
 
 exec $as_user litestream replicate -config "$config" -exec "invigil $*"
