@@ -165,9 +165,9 @@ type dashboard struct {
 }
 
 type panel struct {
-	ID      int      `json:"id"`
-	Type    string   `json:"type"`
-	Title   string   `json:"title"`
+	ID      int    `json:"id"`
+	Type    string `json:"type"`
+	Title   string `json:"title"`
 	Targets []struct {
 		Expr string `json:"expr"`
 	} `json:"targets"`
@@ -287,11 +287,9 @@ type litestreamConfig struct {
 
 func TestFlyToml(t *testing.T) {
 	var fc flyConfig
-	md, err := toml.DecodeFile(filepath.Join(repoRoot(t), "fly.toml"), &fc)
-	if err != nil {
+	if _, err := toml.DecodeFile(filepath.Join(repoRoot(t), "fly.toml"), &fc); err != nil {
 		t.Fatalf("fly.toml: %v", err)
 	}
-	_ = md
 	var lc litestreamConfig
 	mustDecodeYAML(t, "litestream.yml", &lc)
 	check := func(ok bool, format string, args ...any) {
