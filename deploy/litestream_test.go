@@ -134,8 +134,14 @@ func TestLitestreamReplicateAndRestore(t *testing.T) {
 	if err := restored.QueryRow("SELECT title FROM exams WHERE id = ?", examID(n-1)).Scan(&title); err != nil {
 		t.Fatalf("the last committed exam is not in the restore: %v", err)
 	}
-	t.Logf("litestream v0.5 restore: %d exams, live database %.1f MB, replica %.1f MB, restored (with full integrity check) in %s",
-		n, mb(liveSize), mb(dirSize(t, replicaDir)), took.Round(time.Millisecond))
+	// For the runbook: `invigil backup` of the same database.
+	start = time.Now()
+	if err := store.Backup(ctx, livePath, filepath.Join(dir, "backup.db")); err != nil {
+		t.Fatal(err)
+	}
+	backupTook := time.Since(start)
+	t.Logf("litestream v0.5 restore: %d exams, live database %.1f MB, replica %.1f MB, restored (with full integrity check) in %s; invigil backup of it: %s",
+		n, mb(liveSize), mb(dirSize(t, replicaDir)), took.Round(time.Millisecond), backupTook.Round(time.Millisecond))
 }
 
 func examID(i int) string { return fmt.Sprintf("exam-%07d", i) }
