@@ -8,6 +8,7 @@ package deploy_test
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -442,11 +443,30 @@ func TestDocs(t *testing.T) {
 	}
 }
 
+// Every link between the docs lands on a heading that exists.
+func TestDocLinks(t *testing.T) {
+	link := regexp.MustCompile(`\]\(([a-z]+\.md)?#([^)]+)\)`)
+	for _, doc := range []string{"runbooks.md", "deploy.md"} {
+		for _, m := range link.FindAllStringSubmatch(readFile(t, "docs/"+doc), -1) {
+			target := cmp.Or(m[1], doc)
+			if !docAnchors(t, "docs/"+target)[m[2]] {
+				t.Errorf("docs/%s links to %s#%s, which has no such heading", doc, target, m[2])
+			}
+		}
+	}
+}
+
 // runbookAnchors lists the GitHub anchors of docs/runbooks.md's headings.
 func runbookAnchors(t *testing.T) map[string]bool {
 	t.Helper()
+	return docAnchors(t, "docs/runbooks.md")
+}
+
+// docAnchors lists the GitHub anchors of a Markdown file's headings.
+func docAnchors(t *testing.T, rel string) map[string]bool {
+	t.Helper()
 	anchors := map[string]bool{}
-	sc := bufio.NewScanner(strings.NewReader(readFile(t, "docs/runbooks.md")))
+	sc := bufio.NewScanner(strings.NewReader(readFile(t, rel)))
 	inFence := false
 	for sc.Scan() {
 		line := sc.Text()
