@@ -3,7 +3,9 @@ package deploy_test
 import (
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,8 +34,8 @@ func TestEntrypointRestoresAndReplicates(t *testing.T) {
 	invigil := mustBuildStatic(t)
 	dir := t.TempDir()
 	binDir := filepath.Join(dir, "bin")
-	mustSymlink(t, invigil, filepath.Join(binDir, "invigil"))
-	mustSymlink(t, litestream, filepath.Join(binDir, "litestream"))
+	mustCopyExecutable(t, invigil, filepath.Join(binDir, "invigil"))
+	mustCopyExecutable(t, litestream, filepath.Join(binDir, "litestream"))
 	db := filepath.Join(dir, "data", "invigil.db")
 	replica := filepath.Join(dir, "replica")
 	config := mustTestLitestreamConfig(t, dir, db, replica)
@@ -42,12 +44,18 @@ func TestEntrypointRestoresAndReplicates(t *testing.T) {
 		"INVIGIL_DB=" + db,
 		"LITESTREAM_CONFIG=" + config,
 		"BUCKET_NAME=test-bucket", // any: the test config replicates to a folder
-		"INVIGIL_RUN_AS=",         // stay the test's user (no su-exec here)
+		"INVIGIL_RUN_AS=" + mustRunAs(t, dir, binDir, replica),
 	}
 	entrypoint := filepath.Join(repoRoot(t), "deploy", "entrypoint.sh")
+	shell := []string{"sh"}
+	if _, err := exec.LookPath("busybox"); err == nil {
+		shell = []string{"busybox", "sh"} // Alpine's /bin/sh, as in the image
+	}
+	t.Logf("entrypoint run with %q as %q", shell, strings.TrimPrefix(env[len(env)-1], "INVIGIL_RUN_AS="))
 	start := func(wantLog string) *server {
 		t.Helper()
-		srv := mustStartWith(t, env, "sh", entrypoint, "--demo", "--demo-students", "2")
+		args := append(shell[1:], entrypoint, "--demo", "--demo-students", "2")
+		srv := mustStartWith(t, env, shell[0], args...)
 		mustBeHealthy(t, srv)
 		if !strings.Contains(srv.logs(), wantLog) {
 			t.Fatalf("the entrypoint's log lacks %q:\n%s", wantLog, srv.logs())
@@ -118,6 +126,23 @@ func TestEntrypointRestoresAndReplicates(t *testing.T) {
 	if aside, _ := filepath.Glob(db + ".replaced-*"); len(aside) == 0 {
 		t.Errorf("the replaced database was not kept aside")
 	}
+	// The restored file was root's (made as over `fly ssh console`); the
+	// entrypoint gave it, like the rest, to the server's user.
+	if runAs := strings.TrimPrefix(env[len(env)-1], "INVIGIL_RUN_AS="); runAs != "" {
+		u, err := user.Lookup(runAs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{db, db + "-wal", filepath.Dir(db)} {
+			fi, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uid := fi.Sys().(*syscall.Stat_t).Uid; strconv.Itoa(int(uid)) != u.Uid {
+				t.Errorf("%s belongs to uid %d, want %s (%s)", f, uid, u.Uid, runAs)
+			}
+		}
+	}
 
 	// Replication went on from the swapped-in file: the latest restore is
 	// the restored past plus what came after, without the undone write.
@@ -179,12 +204,49 @@ func mustTestLitestreamConfig(t *testing.T, dir, db, replica string) string {
 	return path
 }
 
-func mustSymlink(t *testing.T, target, link string) {
+// mustRunAs decides who the server runs as. As root (CI, and the image),
+// the entrypoint's own path: it hands the data folder to an unprivileged user
+// and drops root through su-exec, here a stand-in on setpriv (Debian has no
+// su-exec), as the user daemon. Otherwise it stays the test's user.
+func mustRunAs(t *testing.T, dir, binDir, replica string) string {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Logf("no setpriv: the entrypoint runs without dropping root")
+		return ""
+	}
+	shim := "#!/bin/sh\n# su-exec USER COMMAND..., as in the image\nu=$1; shift\nexec setpriv --reuid=\"$u\" --regid=\"$u\" --init-groups \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(binDir, "su-exec"), []byte(shim), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(target, link); err != nil {
+	// The user must reach the test's folders (t.TempDir makes them 0700),
+	// and write the replica (the bucket, in the image).
+	for _, d := range []string{filepath.Dir(dir), dir, binDir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(replica, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("chown", "daemon:daemon", replica).Run(); err != nil {
+		t.Fatalf("chown daemon %s: %v", replica, err)
+	}
+	return "daemon"
+}
+
+func mustCopyExecutable(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -12,6 +12,7 @@
 # context has none); -s -w strip the symbol and DWARF tables.
 set -eu
 out=${1:-invigil}
+case $out in /*) ;; *) out="$PWD/$out" ;; esac
 cd "$(dirname "$0")/.."
 CGO_ENABLED=0 GOOS=${GOOS:-linux} go build \
 	-trimpath -buildvcs=false \
