@@ -7,6 +7,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -20,6 +21,7 @@ import (
 
 	"invigil/app"
 	"invigil/static"
+	"invigil/store"
 )
 
 //go:embed schema.sql
@@ -36,6 +38,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "backup" {
+		return backup(args[1:])
+	}
 	cfg, err := app.LoadConfig(os.Getenv, args)
 	if err != nil {
 		return err
@@ -66,5 +71,19 @@ func run(args []string) error {
 		return err
 	}
 	log.Info("invigil stopped cleanly")
+	return nil
+}
+
+// backup is `invigil backup PATH` (CONTRACT §1): an online, consistent copy
+// of INVIGIL_DB to PATH through SQLite's backup API, safe while serving.
+func backup(args []string) error {
+	if len(args) != 1 || args[0] == "" || args[0][0] == '-' {
+		return errors.New("usage: invigil backup PATH (an online copy of INVIGIL_DB)")
+	}
+	src := cmp.Or(os.Getenv("INVIGIL_DB"), app.DefaultConfig().DB)
+	if err := store.Backup(context.Background(), src, args[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "invigil: backup of %s written to %s\n", src, args[0])
 	return nil
 }
