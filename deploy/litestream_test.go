@@ -149,12 +149,12 @@ func examID(i int) string { return fmt.Sprintf("exam-%07d", i) }
 // writeExam commits one exam with a padded title, so that the database has
 // some bulk per row, like sessions with their violations.
 func writeExam(db *store.DB, i int) error {
-	ctx := context.Background()
-	return db.Update(ctx, func(tx *store.Tx) error {
-		return tx.UpsertExam(ctx, store.Exam{
+	return db.Update(context.Background(), func(tx *store.Tx) error {
+		_, err := tx.UpsertExam(store.Exam{
 			ID: examID(i), Title: fmt.Sprintf("Exam %d %0400d", i, i), Status: "open",
 			TutorIDs: []string{"tutor-1", "tutor-2"},
 		})
+		return err
 	})
 }
 

@@ -169,9 +169,9 @@ func TestBackupRefuses(t *testing.T) {
 func examID(i int) string { return fmt.Sprintf("exam-%07d", i) }
 
 func upsertExam(db *store.DB, i int) error {
-	ctx := context.Background()
-	return db.Update(ctx, func(tx *store.Tx) error {
-		return tx.UpsertExam(ctx, store.Exam{ID: examID(i), Title: fmt.Sprintf("Exam %d", i), Status: "open"})
+	return db.Update(context.Background(), func(tx *store.Tx) error {
+		_, err := tx.UpsertExam(store.Exam{ID: examID(i), Title: fmt.Sprintf("Exam %d", i), Status: "open"})
+		return err
 	})
 }
 
