@@ -21,6 +21,7 @@ import (
 
 	"invigil/app"
 	"invigil/app/demo"
+	"invigil/loadgen"
 	"invigil/static"
 )
 
@@ -28,6 +29,9 @@ import (
 var schema string
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "load" { // invigil load …: the load generator
+		os.Exit(loadgen.Command(os.Args[2:]))
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := run(log); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
