@@ -17,7 +17,9 @@ func TestRowsApplyDataAndDeltas(t *testing.T) {
 		c  = `{"_id":"c","student_name":"Chloé","answered_count":0}`
 		z  = `{"_id":"z","student_name":"Aaron","answered_count":0}`
 	)
-	data := func(rows ...string) string { return `{"type":"data","id":"q1","value":[` + strings.Join(rows, ",") + `]}` }
+	data := func(rows ...string) string {
+		return `{"type":"data","id":"q1","value":[` + strings.Join(rows, ",") + `]}`
+	}
 	type step struct {
 		frame       string
 		wantChanged []string // keys of the rows reported as changed; nil: not checked
