@@ -62,6 +62,7 @@ type Config struct {
 	ServerPID   int // 0: find it from the port; -1: do not sample
 	Seed        uint64
 	RunID       string
+	CPUProfile  string // write the load generator's own CPU profile here
 
 	// Set by a parent for each of its child processes.
 	Child  bool
@@ -101,6 +102,7 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "the server's process id, for its CPU and RSS (default: the process listening on the target port; -1: none)")
 	fs.Uint64Var(&c.Seed, "seed", 0, "seed for jitter and violations (0: random)")
 	fs.StringVar(&c.RunID, "run-id", "", "tags this run's messages, scores and quiz codes (default random)")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load generator's CPU profile (pprof) to this file, to check it is not the bottleneck")
 	fs.BoolVar(&c.Child, "child", false, "")
 	shard := fs.String("shard", "", "")
 	fs.Usage = func() {

@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"invigil/app"
 	"invigil/app/apptest"
 	"invigil/app/auth"
+	"invigil/app/demo"
 )
 
 // TestMain lets this test binary stand in for `invigil load` when a --procs
@@ -186,5 +189,34 @@ func TestLoadInTwoProcessesWithChatAndScores(t *testing.T) {
 	}
 	if r.ErrorPct <= 5 && code != 0 {
 		t.Errorf("exit %d with %.1f%% errors", code, r.ErrorPct)
+	}
+}
+
+// With --demo, tokens come from the server's POST /demo/token.
+func TestLoadWithDemoTokens(t *testing.T) {
+	h := apptest.Boot(t, apptest.WithRealClock(),
+		apptest.WithConfig(func(c *app.Config) { c.HeartbeatMin = time.Millisecond }),
+		func(_ *app.Config, d *app.Deps) {
+			issuer, err := demo.NewIssuer(apptest.Issuer, clockwork.NewRealClock())
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.AuthKeys = issuer.AuthConfig(apptest.Issuer)
+			d.Extend = issuer.Routes
+		})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := Main(ctx, []string{"--url", h.URL, "--demo", "--webhook-secret", apptest.HookSecret, "--students", "6",
+		"--tutors-per-exam", "1", "--interval", "200ms", "--duration", "1s", "--progress", "0", "--json"}, &stdout, &stderr)
+	var r Report
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v\n%s\n%s", code, err, stdout.String(), stderr.String())
+	}
+	if tok := r.Fns[fnToken]; tok == nil || tok.Calls != 7 || len(tok.Errors) != 0 {
+		t.Errorf("demo tokens: %+v, want 7 (6 students, 1 tutor)", tok)
+	}
+	if r.Connections["students"].Ready != 6 || r.ErrorsTotal != 0 || r.Propagation.N == 0 {
+		t.Errorf("report: %s", stderr.String())
 	}
 }

@@ -48,6 +48,9 @@ func (r *runner) measure(ctx context.Context) *Report {
 	elapsed := time.Since(start)
 	r.st.measuring.Store(false)
 	<-progressDone
+	if r.ctl != nil && r.ctl.measured != nil {
+		r.ctl.measured()
+	}
 
 	// The bytes and the processes' figures are the measured phase's.
 	rates := make([]float64, 0, len(r.tutors))

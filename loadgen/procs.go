@@ -30,7 +30,7 @@ import (
 const ChildEnv = "INVIGIL_LOAD_CHILD"
 
 type childEvent struct {
-	Event   string  `json:"event"` // ready, progress, done, error
+	Event   string  `json:"event"` // ready, progress, measured, done, error
 	Report  *Report `json:"report,omitempty"`
 	Message string  `json:"message,omitempty"`
 }
@@ -70,6 +70,7 @@ func runChild(ctx context.Context, cfg Config, stdin io.Reader, stdout, stderr i
 			}
 		},
 		progress: func(r *Report) { emit(childEvent{Event: "progress", Report: r}) },
+		measured: func() { emit(childEvent{Event: "measured"}) },
 	}
 	rep, err := run(ctx, cfg, stderr, ctl)
 	ev := childEvent{Event: "done", Report: rep}
@@ -93,12 +94,13 @@ type childMsg struct {
 }
 
 type child struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	ready bool
-	last  *Report // latest progress
-	final *Report
-	exit  bool
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	ready    bool
+	measured bool
+	last     *Report // latest progress
+	final    *Report
+	exit     bool
 }
 
 func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer) (*Report, error) {
@@ -147,13 +149,14 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 	logf("%d processes setting up %d students in %d exams…", cfg.Procs, cfg.Students, cfg.Exams)
 
 	var (
-		server     *sampler
-		serverNote string
-		started    time.Time
-		failure    error
-		setupStart = time.Now()
-		ticker     = time.NewTicker(max(cfg.Progress, time.Second))
-		prev       = &Report{}
+		server      *sampler
+		serverFinal *ProcStats
+		serverNote  string
+		started     time.Time
+		failure     error
+		setupStart  = time.Now()
+		ticker      = time.NewTicker(max(cfg.Progress, time.Second))
+		prev        = &Report{}
 	)
 	defer ticker.Stop()
 	count := func(f func(*child) bool) int {
@@ -182,6 +185,13 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 				}
 			case "progress":
 				c.last = m.ev.Report
+			case "measured":
+				// The server's figures are the measured phase's: taken when
+				// the last child ends it, before any closes its sockets.
+				c.measured = true
+				if server != nil && serverFinal == nil && count(func(c *child) bool { return c.measured }) == len(kids) {
+					serverFinal = server.final()
+				}
 			case "done", "error":
 				c.final = m.ev.Report
 				if m.ev.Message != "" {
@@ -199,7 +209,7 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 				}
 			}
 		case <-ticker.C:
-			if started.IsZero() || cfg.Progress <= 0 {
+			if cfg.Progress <= 0 {
 				continue
 			}
 			cur := &Report{Settings: Settings{Procs: cfg.Procs}}
@@ -209,8 +219,14 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 				}
 			}
 			cur.finish()
+			if started.IsZero() {
+				if s := cur.Connections["students"]; s != nil {
+					logf("setup: %d/%d students joined, %d errors", s.Ready, cfg.Students, cur.ErrorsTotal)
+				}
+				continue
+			}
 			if cur.ElapsedS == 0 {
-				continue // no child has reported yet
+				continue // no child has reported from the measured phase yet
 			}
 			var sp *ProcStats
 			if server != nil {
@@ -230,7 +246,10 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 	}
 	rep.Settings = c0Settings(kids[0].final, cfg)
 	if server != nil {
-		rep.Server = server.final()
+		if serverFinal == nil {
+			serverFinal = server.final()
+		}
+		rep.Server = serverFinal
 	} else if serverNote != "" {
 		rep.Server = &ProcStats{Note: serverNote}
 	}

@@ -273,7 +273,7 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	row := func(label, format string, a ...any) {
-		fmt.Fprintf(w, "  %-19s "+format+"\n", append([]any{label}, a...)...)
+		fmt.Fprintf(w, "  %-30s "+format+"\n", append([]any{label}, a...)...)
 	}
 	row("connections", "%s", strings.Join(conns, ", "))
 	var fns []string
@@ -311,9 +311,10 @@ func (r *Report) Print(w io.Writer) {
 	if r.ScorePropagation != nil {
 		prop("score propagation", r.ScorePropagation)
 	}
+	row("other calls' acks", "")
 	for _, name := range slices.Sorted(maps.Keys(r.Fns)) {
 		if f := r.Fns[name]; name != fnHeartbeat && f.Ack.N > 0 {
-			lat("  "+name+" ack", f.Ack, "")
+			lat("  "+name, f.Ack, "")
 		}
 	}
 	tb := r.TutorBytes
@@ -337,7 +338,14 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  FAILED: %.2f%% of calls failed (limit 5%%)\n", r.ErrorPct)
 	}
 	if n := r.Fns[fnHeartbeat]; n != nil && n.Errors["rate_limited"] > 0 {
-		fmt.Fprintln(w, "  note: rate_limited heartbeats: the server's INVIGIL_HEARTBEAT_MIN_INTERVAL is above 90% of --interval")
+		limited, first := n.Errors["rate_limited"], r.Anomalies[anomalyFirstLimited]
+		if first > 0 {
+			fmt.Fprintf(w, "  note: %d of the %d rate_limited heartbeats were students' first, sent soon after startSession:\n"+
+				"        the server counts startSession as a heartbeat, which CONTRACT §4 says it must not\n", first, limited)
+		}
+		if limited > first {
+			fmt.Fprintf(w, "  note: %d later heartbeats were rate_limited: is the server's INVIGIL_HEARTBEAT_MIN_INTERVAL above 90%% of --interval?\n", limited-first)
+		}
 	}
 }
 
@@ -378,7 +386,7 @@ func progressLine(cur, prev *Report, server *ProcStats) string {
 	if dt := cur.ElapsedS - prev.ElapsedS; dt > 0 {
 		rate = float64(cur.CallsMeasured-prev.CallsMeasured) / dt
 	}
-	fmt.Fprintf(&b, "  calls/s %.0f  errors %d", rate, cur.ErrorsTotal)
+	fmt.Fprintf(&b, "  calls/s %.0f  errors %d (%.2f%%)", rate, cur.ErrorsTotal, cur.ErrorPct)
 	fmt.Fprintf(&b, "  ack p99 %s", fmtMs(cur.HeartbeatAck.P99))
 	if cur.Propagation.N > 0 {
 		fmt.Fprintf(&b, "  prop p99 %s", fmtMs(cur.Propagation.P99))

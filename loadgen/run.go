@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -44,6 +45,7 @@ type room struct {
 type control struct {
 	ready    func(ctx context.Context) error // setup done; returns when the measured phase may start
 	progress func(r *Report)
+	measured func() // the measured phase is over; the sockets are still open
 }
 
 type runner struct {
@@ -144,6 +146,7 @@ func newRunner(cfg Config, log io.Writer, ctl *control) *runner {
 		nd := &net.Dialer{Timeout: callTimeout}
 		if ip != nil {
 			nd.LocalAddr = &net.TCPAddr{IP: ip}
+			nd.Control = bindNoPort
 		}
 		r.dialers.student = append(r.dialers.student, &websocket.Dialer{NetDialContext: nd.DialContext,
 			HandshakeTimeout: callTimeout, ReadBufferSize: 1024, WriteBufferSize: 1024, WriteBufferPool: pool})
@@ -215,7 +218,7 @@ func (r *runner) setup(ctx context.Context) error {
 	parallel(ctx, len(r.tutors), setupWidth, func(i int) { r.openTutor(ctx, r.tutors[i]) })
 	parallel(ctx, len(r.projectors), setupWidth, func(i int) { r.openProjector(ctx, r.projectors[i]) })
 	if len(r.tutors) > 0 && r.st.tutorsReady.Load() == 0 {
-		return fmt.Errorf("no tutor could subscribe to its exam's sessions (errors: %v)", r.errorsOf(fnToken, fnConnect, fnSessions))
+		return fmt.Errorf("no tutor could subscribe to its exam's sessions (errors: %v)%s", r.errorsOf(fnToken, fnConnect, fnSessions), r.authHint())
 	}
 	r.logf("%d/%d tutors watching; %d students joining…", r.st.tutorsReady.Load(), len(r.tutors), len(r.students))
 
@@ -235,10 +238,18 @@ func (r *runner) setup(ctx context.Context) error {
 	})
 	close(done)
 	if r.st.studentsJoined.Load() == 0 {
-		return fmt.Errorf("no student could join (errors: %v)", r.errorsOf(fnToken, fnConnect, fnStart))
+		return fmt.Errorf("no student could join (errors: %v)%s", r.errorsOf(fnToken, fnConnect, fnStart), r.authHint())
 	}
 	r.openRooms(ctx)
 	return ctx.Err()
+}
+
+// authHint says what to check when the server refuses our tokens.
+func (r *runner) authHint() string {
+	if _, ok := r.st.fns[fnConnect].errs.Load("unauthenticated"); !ok || r.cfg.Demo {
+		return ""
+	}
+	return fmt.Sprintf(": tokens are signed with --jwt-secret and carry iss %q (--issuer): are they the server's SUPABASE_JWT_SECRET and SUPABASE_JWT_ISSUER?", r.cfg.Issuer)
 }
 
 // errorsOf lists the error codes of fns so far, for a setup failure.
@@ -266,6 +277,10 @@ func (r *runner) setupProgress(ctx context.Context, done chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if r.ctl != nil && r.ctl.progress != nil {
+				r.ctl.progress(r.snapshot(0))
+				continue
+			}
 			r.logf("setup: %d/%d students joined, %d errors", r.st.studentsJoined.Load(), len(r.students), r.errorCount())
 		}
 	}
@@ -338,13 +353,9 @@ func (r *runner) registerExams(ctx context.Context) error {
 func (r *runner) dial(ctx context.Context, dialers []*websocket.Dialer, i int, token string) (*websocket.Conn, string) {
 	r.st.attempt(fnConnect)
 	start := time.Now()
-	conn, _, err := dialers[i%len(dialers)].DialContext(ctx, r.ws, nil)
+	conn, res, err := dialers[i%len(dialers)].DialContext(ctx, r.ws, nil)
 	if err != nil {
-		code := errDial
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			code = errTimeout
-		}
+		code := dialCode(err, res)
 		r.st.done(fnConnect, code, 0)
 		return nil, code
 	}
@@ -357,6 +368,27 @@ func (r *runner) dial(ctx context.Context, dialers []*websocket.Dialer, i int, t
 	}
 	r.st.done(fnConnect, "", time.Since(start))
 	return conn, ""
+}
+
+// dialCode names why a socket did not open: the limits a large run meets
+// first are descriptors and ports, on either side.
+func dialCode(err error, res *http.Response) string {
+	var ne net.Error
+	switch {
+	case res != nil:
+		return fmt.Sprintf("http_%d", res.StatusCode)
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "dial_too_many_open_files"
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EADDRINUSE):
+		return "dial_no_free_port"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "dial_refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "dial_reset"
+	case errors.As(err, &ne) && ne.Timeout():
+		return errTimeout
+	}
+	return errDial
 }
 
 // authenticate sends auth and reads the answer: "" when authed, else the

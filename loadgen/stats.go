@@ -28,6 +28,8 @@ const (
 	setupWidth     = 64 // sockets connecting at once
 	endGrace       = 3 * time.Second
 	propagationLag = 500 * time.Millisecond // after the last send, for tutors to see it
+
+	anomalyFirstLimited = "first_heartbeat_rate_limited"
 )
 
 var allFns = []string{fnToken, fnConnect, fnStart, fnHeartbeat, fnViolation, fnStartChat, fnSend,

@@ -60,6 +60,7 @@ type pendingCall struct {
 type callOpts struct {
 	fn       string
 	hb       int             // > 0: a heartbeat's answered_count, remembered with its send time
+	first    bool            // the student's first heartbeat
 	wait     chan callResult // setup calls wait for their answer; nil otherwise
 	prop     *propStat       // a success means watchers sightings are due
 	watchers *atomic.Int64
@@ -152,6 +153,11 @@ func (s *student) finish(p pendingCall, code string, value []byte, now time.Time
 	s.r.st.done(p.fn, code, now.Sub(p.sent))
 	if code == "" && p.prop != nil {
 		p.prop.expected.Add(p.watchers.Load())
+	}
+	if code == "rate_limited" && p.first {
+		// Sent soon after startSession, which CONTRACT §4 says does not
+		// count toward the minimum interval: worth telling apart.
+		s.r.st.anomaly(anomalyFirstLimited)
 	}
 	if p.wait != nil {
 		p.wait <- callResult{code: code, value: bytes.Clone(value)}
@@ -256,6 +262,7 @@ func (s *student) run(ctx context.Context, start time.Time) {
 	next := start.Add(time.Duration(s.rng.Int64N(int64(iv))))
 	timer := time.NewTimer(time.Until(next))
 	defer timer.Stop()
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -273,7 +280,9 @@ func (s *student) run(ctx context.Context, start time.Time) {
 		if s.answered++; s.answered > maxAnswered {
 			s.answered = 1
 		}
-		if _, err := s.call(s.heartbeatArgs(n), callOpts{fn: fnHeartbeat, hb: n, prop: &s.r.st.prop, watchers: &s.exam.watching}); err != nil {
+		o := callOpts{fn: fnHeartbeat, hb: n, first: first, prop: &s.r.st.prop, watchers: &s.exam.watching}
+		first = false
+		if _, err := s.call(s.heartbeatArgs(n), o); err != nil {
 			return // the socket is gone: the reader counts it
 		}
 		next = next.Add(iv + time.Duration((s.rng.Float64()*0.2-0.1)*float64(iv)))
