@@ -113,10 +113,14 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 				return
 			}
 			def := ""
-			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
+			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "false" {
 				def = " (default " + f.DefValue + ")"
 			}
-			fmt.Fprintf(usage, "  --%s\n    \t%s%s\n", f.Name, f.Usage, def)
+			name, text := flag.UnquoteUsage(f)
+			if name != "" {
+				name = " " + name
+			}
+			fmt.Fprintf(usage, "  --%s%s\n    \t%s%s\n", f.Name, name, text, def)
 		})
 	}
 	if err := fs.Parse(args); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -69,10 +70,11 @@ func (r *runner) measure(ctx context.Context) *Report {
 	}
 	if ctx.Err() == nil {
 		r.settle(ctx)
-	}
-	for _, s := range r.students {
-		s.expire(time.Now().Add(time.Hour)) // still unanswered: timed out
-	}
+		for _, s := range r.students {
+			s.expire(time.Now().Add(time.Hour)) // still unanswered: timed out
+		}
+	} // interrupted: calls still on their way are left out, not failed
+
 	rep := r.snapshot(elapsed)
 	rep.TutorBytes = TutorBytes{Tutors: int64(len(rates))}
 	for _, v := range rates {
@@ -152,7 +154,7 @@ func (r *runner) progress(ctx context.Context, start time.Time, done chan struct
 func (r *runner) snapshot(elapsed time.Duration) *Report {
 	c := r.cfg
 	rep := &Report{
-		RunID: c.RunID, ElapsedS: elapsed.Seconds(),
+		RunID: c.RunID, ElapsedS: elapsed.Seconds(), Cores: runtime.NumCPU(),
 		Settings: Settings{URL: c.URL, Students: c.Students, Exams: c.Exams, TutorsPerExam: c.TutorsPerExam,
 			Interval: c.Interval.String(), Duration: c.Duration.String(), Violations: c.Violations,
 			ChatRate: c.ChatRate, ScoresRate: c.ScoresRate, Procs: c.Procs, SourceAddrs: len(c.SourceAddrs)},

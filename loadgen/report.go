@@ -17,6 +17,7 @@ import (
 type Report struct {
 	RunID    string   `json:"run_id"`
 	Settings Settings `json:"settings"`
+	Cores    int      `json:"cores"` // of the machine the load generator ran on
 	SetupS   float64  `json:"setup_s"`
 	ElapsedS float64  `json:"elapsed_s"` // the measured phase
 
@@ -157,6 +158,7 @@ func (r *Report) finish() {
 // merge adds a child's report to r (the parent's sum of its children).
 func (r *Report) merge(o *Report) {
 	r.SetupS = max(r.SetupS, o.SetupS)
+	r.Cores = max(r.Cores, o.Cores)
 	r.ElapsedS = max(r.ElapsedS, o.ElapsedS)
 	r.CallsPerS += o.CallsPerS
 	if r.Connections == nil {
@@ -323,8 +325,8 @@ func (r *Report) Print(w io.Writer) {
 		if p.Note != "" && p.PID == 0 {
 			row("server", "%s", p.Note)
 		} else {
-			row("server", "pid %d: CPU %.1f%% of one core (mean), RSS max %.0f MB (peak %.0f MB), %d descriptors%s",
-				p.PID, p.CPUPct, p.RSSMaxMB, p.RSSPeakMB, p.FDs, noteOf(p))
+			row("server", "pid %d: CPU %.1f%% of one core (mean%s), RSS max %.0f MB (peak %.0f MB), %d descriptors%s",
+				p.PID, p.CPUPct, r.ofCores(p.CPUPct), p.RSSMaxMB, p.RSSPeakMB, p.FDs, noteOf(p))
 		}
 	}
 	if p := r.LoadGen; p != nil {
@@ -332,7 +334,7 @@ func (r *Report) Print(w io.Writer) {
 		if p.Procs > 1 {
 			procs = fmt.Sprintf(" in %d processes", p.Procs)
 		}
-		row("load generator", "CPU %.1f%% of one core, RSS %.0f MB%s", p.CPUPct, p.RSSMaxMB, procs)
+		row("load generator", "CPU %.1f%% of one core (mean%s), RSS %.0f MB%s", p.CPUPct, r.ofCores(p.CPUPct), p.RSSMaxMB, procs)
 	}
 	if r.Failed() {
 		fmt.Fprintf(w, "  FAILED: %.2f%% of calls failed (limit 5%%)\n", r.ErrorPct)
@@ -347,6 +349,14 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "  note: %d later heartbeats were rate_limited: is the server's INVIGIL_HEARTBEAT_MIN_INTERVAL above 90%% of --interval?\n", limited-first)
 		}
 	}
+}
+
+// ofCores restates a share of one core as a share of the machine.
+func (r *Report) ofCores(pct float64) string {
+	if r.Cores <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("; %.1f%% of %d cores", pct/float64(r.Cores), r.Cores)
 }
 
 func noteOf(p *ProcStats) string {
