@@ -48,6 +48,7 @@ type Config struct {
 	ScoresRate    float64
 	Duration      time.Duration
 	Ramp          time.Duration
+	Settle        time.Duration
 	Progress      time.Duration
 
 	JWTSecret     string
@@ -90,6 +91,7 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 	fs.Float64Var(&c.ScoresRate, "scores-rate", 0, "score hooks per second in all; one projector socket watches each exam's leaderboard")
 	fs.DurationVar(&c.Duration, "duration", 60*time.Second, "length of the measured phase (setup comes before it)")
 	fs.DurationVar(&c.Ramp, "ramp", 0, "spread the students' arrival over this long (0: as fast as 64 at a time connect)")
+	fs.DurationVar(&c.Settle, "settle", 0, "wait this long between setup and the measured phase (the join storm drains; a server that counts startSession as a heartbeat wants its INVIGIL_HEARTBEAT_MIN_INTERVAL here)")
 	fs.DurationVar(&c.Progress, "progress", 5*time.Second, "time between progress lines (0: none)")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "sign HS256 tokens with this secret, the server's SUPABASE_JWT_SECRET (default $SUPABASE_JWT_SECRET)")
 	fs.StringVar(&c.Issuer, "issuer", "", "iss of signed tokens, the server's SUPABASE_JWT_ISSUER (default <url>/auth/v1; - for none)")
@@ -199,6 +201,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--duration must be between 1s and %s", MaxDuration)
 	case c.Ramp < 0 || c.Ramp > time.Hour:
 		return errors.New("--ramp must be between 0 and 1h")
+	case c.Settle < 0 || c.Settle > time.Hour:
+		return errors.New("--settle must be between 0 and 1h")
 	case c.Progress < 0:
 		return errors.New("--progress must not be negative")
 	case !(c.Violations >= 0 && c.Violations <= 1):
@@ -221,7 +225,7 @@ func (c Config) Validate() error {
 		return errors.New("--demo and --jwt-secret are two ways to get tokens: choose one")
 	case !c.Demo && c.JWTSecret == "":
 		return errors.New("tokens: give --jwt-secret (the server's SUPABASE_JWT_SECRET) or --demo (a server run with --demo)")
-	case c.Demo && setupAllowance+c.Duration > demoTokenTTL-5*time.Minute:
+	case c.Demo && setupAllowance+c.Settle+c.Duration > demoTokenTTL-5*time.Minute:
 		return fmt.Errorf("--duration: demo tokens last %s; use --jwt-secret for longer runs", demoTokenTTL)
 	case c.WebhookSecret == "":
 		return errors.New("--webhook-secret (the server's INVIGIL_WEBHOOK_SECRET) is needed to register the load's exams")

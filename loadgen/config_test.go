@@ -47,12 +47,12 @@ func TestParseFlags(t *testing.T) {
 			}},
 		{name: "every flag", args: []string{secret, hook, "--url=http://localhost:9000/", "--students=1000", "--exams=10",
 			"--tutors-per-exam=3", "--interval=2s", "--violations=0.5", "--chat-rate=20", "--scores-rate=5", "--duration=20s",
-			"--ramp=5s", "--progress=1s", "--issuer=-", "--json", "--procs=2", "--source-addrs=127.0.0.1, 127.0.0.2",
+			"--ramp=5s", "--settle=3s", "--progress=1s", "--issuer=-", "--json", "--procs=2", "--source-addrs=127.0.0.1, 127.0.0.2",
 			"--server-pid=-1", "--seed=7", "--run-id=abc"},
 			check: func(t *testing.T, c Config) {
 				if c.Students != 1000 || c.Exams != 10 || c.TutorsPerExam != 3 || c.Interval != 2*time.Second ||
 					c.Violations != 0.5 || c.ChatRate != 20 || c.ScoresRate != 5 || c.Duration != 20*time.Second ||
-					c.Ramp != 5*time.Second || c.Progress != time.Second || c.Issuer != "-" || !c.JSON || c.Procs != 2 ||
+					c.Ramp != 5*time.Second || c.Settle != 3*time.Second || c.Progress != time.Second || c.Issuer != "-" || !c.JSON || c.Procs != 2 ||
 					len(c.SourceAddrs) != 2 || c.ServerPID != -1 || c.Seed != 7 || c.RunID != "abc" {
 					t.Errorf("parsed: %+v", c)
 				}
@@ -83,6 +83,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "no duration", args: []string{secret, hook, "--duration=0s"}, wantErr: "--duration"},
 		{name: "duration too long", args: []string{secret, hook, "--duration=7h"}, wantErr: "--duration"},
 		{name: "demo tokens expire", args: []string{"--demo", "--duration=1h"}, wantErr: "demo tokens"},
+		{name: "negative settle", args: []string{secret, hook, "--settle=-1s"}, wantErr: "--settle"},
 		{name: "violations above one", args: []string{secret, hook, "--violations=1.5"}, wantErr: "--violations"},
 		{name: "violations NaN", args: []string{secret, hook, "--violations=NaN"}, wantErr: "--violations"},
 		{name: "negative chat rate", args: []string{secret, hook, "--chat-rate=-1"}, wantErr: "--chat-rate"},

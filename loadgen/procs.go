@@ -22,8 +22,9 @@ import (
 // line and their reports into one (histograms merged bucket by bucket),
 // and samples the server itself.
 //
-// A child speaks JSON lines on stdout (childEvent) and waits for "go" on
-// stdin; its stdin closing means the parent is gone, and it stops.
+// A child speaks JSON lines on stdout (childEvent), waits for "go" on stdin
+// before measuring and for "close" before closing its sockets; its stdin
+// closing means the parent is gone, and it stops.
 
 // ChildEnv marks a child process; a test binary checks it in TestMain to
 // run Main instead of its tests.
@@ -46,7 +47,9 @@ func runChild(ctx context.Context, cfg Config, stdin io.Reader, stdout, stderr i
 		enc.Encode(e)
 	}
 	start := make(chan error, 1)
+	release := make(chan struct{})
 	go func() {
+		defer close(release)
 		in := bufio.NewScanner(stdin)
 		if in.Scan() && strings.TrimSpace(in.Text()) == "go" {
 			start <- nil
@@ -56,6 +59,9 @@ func runChild(ctx context.Context, cfg Config, stdin io.Reader, stdout, stderr i
 			return
 		}
 		for in.Scan() {
+			if strings.TrimSpace(in.Text()) == "close" {
+				return
+			}
 		}
 		cancel() // stdin closed: the parent is gone
 	}()
@@ -71,6 +77,14 @@ func runChild(ctx context.Context, cfg Config, stdin io.Reader, stdout, stderr i
 		},
 		progress: func(r *Report) { emit(childEvent{Event: "progress", Report: r}) },
 		measured: func() { emit(childEvent{Event: "measured"}) },
+		// Sockets stay open until every child has measured: one that closed
+		// its own early would change the server's work under the others.
+		release: func() {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		},
 	}
 	rep, err := run(ctx, cfg, stderr, ctl)
 	ev := childEvent{Event: "done", Report: rep}
@@ -152,6 +166,7 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 		server      *sampler
 		serverFinal *ProcStats
 		serverNote  string
+		settled     <-chan time.Time // after all are ready and --settle has passed
 		started     time.Time
 		failure     error
 		setupStart  = time.Now()
@@ -176,12 +191,12 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 			case "ready":
 				c.ready = true
 				if count(func(c *child) bool { return c.ready }) == len(kids) {
-					logf("all %d processes set up in %s; measuring for %s", len(kids), time.Since(setupStart).Round(time.Millisecond), cfg.Duration)
-					server, serverNote = findServer(cfg)
-					started = time.Now()
-					for _, c := range kids {
-						io.WriteString(c.stdin, "go\n")
+					if cfg.Settle > 0 {
+						logf("all %d processes set up in %s; settling for %s", len(kids), time.Since(setupStart).Round(time.Millisecond), cfg.Settle)
+					} else {
+						logf("all %d processes set up in %s; measuring for %s", len(kids), time.Since(setupStart).Round(time.Millisecond), cfg.Duration)
 					}
+					settled = time.After(cfg.Settle)
 				}
 			case "progress":
 				c.last = m.ev.Report
@@ -189,17 +204,22 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 				// The server's figures are the measured phase's: taken when
 				// the last child ends it, before any closes its sockets.
 				c.measured = true
-				if server != nil && serverFinal == nil && count(func(c *child) bool { return c.measured }) == len(kids) {
-					serverFinal = server.final()
+				if count(func(c *child) bool { return c.measured }) == len(kids) {
+					if server != nil && serverFinal == nil {
+						serverFinal = server.final()
+					}
+					for _, c := range kids {
+						io.WriteString(c.stdin, "close\n")
+					}
 				}
 			case "done", "error":
 				c.final = m.ev.Report
-				if m.ev.Message != "" {
-					fmt.Fprintf(out, "[%d] %s\n", m.k, m.ev.Message)
-				}
-				if c.final == nil && failure == nil {
+				switch {
+				case c.final == nil && failure == nil:
 					failure = fmt.Errorf("process %d: %s", m.k, m.ev.Message)
 					cancel() // the others cannot make a whole run without it
+				case m.ev.Message != "" && failure == nil && ctx.Err() == nil:
+					fmt.Fprintf(out, "[%d] %s\n", m.k, m.ev.Message)
 				}
 			case "exit":
 				c.exit = true
@@ -207,6 +227,16 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 					failure = fmt.Errorf("process %d ended without a report: %v", m.k, m.err)
 					cancel()
 				}
+			}
+		case <-settled:
+			settled = nil
+			if cfg.Settle > 0 {
+				logf("measuring for %s", cfg.Duration)
+			}
+			server, serverNote = findServer(cfg)
+			started = time.Now()
+			for _, c := range kids {
+				io.WriteString(c.stdin, "go\n")
 			}
 		case <-ticker.C:
 			if cfg.Progress <= 0 {

@@ -343,7 +343,8 @@ func (r *Report) Print(w io.Writer) {
 		limited, first := n.Errors["rate_limited"], r.Anomalies[anomalyFirstLimited]
 		if first > 0 {
 			fmt.Fprintf(w, "  note: %d of the %d rate_limited heartbeats were students' first, sent soon after startSession:\n"+
-				"        the server counts startSession as a heartbeat, which CONTRACT §4 says it must not\n", first, limited)
+				"        the server counts startSession as a heartbeat, which CONTRACT §4 says it must not\n"+
+				"        (--settle with its INVIGIL_HEARTBEAT_MIN_INTERVAL measures past it)\n", first, limited)
 		}
 		if limited > first {
 			fmt.Fprintf(w, "  note: %d later heartbeats were rate_limited: is the server's INVIGIL_HEARTBEAT_MIN_INTERVAL above 90%% of --interval?\n", limited-first)

@@ -46,6 +46,7 @@ type control struct {
 	ready    func(ctx context.Context) error // setup done; returns when the measured phase may start
 	progress func(r *Report)
 	measured func() // the measured phase is over; the sockets are still open
+	release  func() // returns when the sockets may close (all processes are done measuring)
 }
 
 type runner struct {
@@ -105,11 +106,21 @@ func run(ctx context.Context, cfg Config, log io.Writer, ctl *control) (*Report,
 		setup.Round(time.Millisecond), r.st.studentsJoined.Load(), len(r.students),
 		r.st.tutorsReady.Load(), len(r.tutors), cfg.Duration)
 	if ctl != nil && ctl.ready != nil {
-		if err := ctl.ready(ctx); err != nil {
+		if err := ctl.ready(ctx); err != nil { // the parent settles for all
 			return nil, err
+		}
+	} else if cfg.Settle > 0 {
+		r.logf("settling for %s", cfg.Settle)
+		select {
+		case <-time.After(cfg.Settle):
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 	rep := r.measure(ctx)
+	if ctl != nil && ctl.release != nil {
+		ctl.release() // then closeAll
+	}
 	rep.SetupS = setup.Seconds()
 	if ctx.Err() != nil {
 		return rep, errors.New("interrupted: the figures cover the time measured so far")
@@ -133,7 +144,7 @@ func newRunner(cfg Config, log io.Writer, ctl *control) *runner {
 		r.tokens = demoTokens{base: base, client: r.http}
 	} else {
 		r.tokens = hs256{secret: []byte(cfg.JWTSecret), issuer: cfg.Issuer,
-			exp: time.Now().Add(setupAllowance + cfg.Duration + 15*time.Minute)}
+			exp: time.Now().Add(setupAllowance + cfg.Settle + cfg.Duration + 15*time.Minute)}
 	}
 	// Students get small buffers, lent from a pool only while writing: most
 	// of their time is spent idle between heartbeats. Tutors read large frames.
