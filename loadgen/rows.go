@@ -81,7 +81,10 @@ func (r *Rows) applyData(value []byte) ([]Change, error) {
 		byKey   = make(map[string][]byte, len(r.byKey))
 		order   = make([]string, 0, len(r.order))
 	)
-	if v := bytes.TrimSpace(value); len(v) == 0 || v[0] != '[' {
+	switch v := bytes.TrimSpace(value); {
+	case string(v) == "null":
+		problem = errNotList // reported, and held as the empty list it should have been
+	case len(v) == 0 || v[0] != '[':
 		return nil, errNotList
 	}
 	err := eachElem(value, func(row []byte) {
