@@ -45,6 +45,7 @@ func (r *runner) measure(ctx context.Context) *Report {
 	}
 	progressDone := make(chan struct{})
 	go r.progress(runCtx, start, progressDone)
+	go pollRSS(runCtx, r.server, r.self)
 	senders.Wait()
 	elapsed := time.Since(start)
 	r.st.measuring.Store(false)
@@ -90,6 +91,22 @@ func (r *runner) measure(ctx context.Context) *Report {
 	}
 	rep.finish()
 	return rep
+}
+
+// pollRSS follows the processes' memory every second until ctx ends.
+func pollRSS(ctx context.Context, ss ...*sampler) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, s := range ss {
+				s.pollRSS()
+			}
+		}
+	}
 }
 
 // settle waits, a little, for answers still on their way and for the

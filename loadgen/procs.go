@@ -235,6 +235,7 @@ func runParent(ctx context.Context, cfg Config, args []string, stderr io.Writer)
 			}
 			server, serverNote = findServer(cfg)
 			started = time.Now()
+			go pollRSS(ctx, server)
 			for _, c := range kids {
 				io.WriteString(c.stdin, "go\n")
 			}

@@ -163,6 +163,21 @@ func (s *sampler) sampleLocked() (cpuPct float64) {
 	return cpuPct
 }
 
+// pollRSS notes the process's RSS, for the maximum over the run.
+func (s *sampler) pollRSS() {
+	if s == nil {
+		return
+	}
+	rss, _, err := memKB(s.pid)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastRSS = rss
+	s.maxRSS = max(s.maxRSS, rss)
+}
+
 // sample reads the process now; the CPU is the mean since the last sample.
 func (s *sampler) sample() ProcStats {
 	s.mu.Lock()
