@@ -2,8 +2,10 @@
 // live proctoring, chat, presence and leaderboards over WebSockets, in one
 // process with one SQLite file.
 //
-//	go run . --demo   # everything on one machine, no accounts
-//	go run .          # production: needs SUPABASE_URL (see README.md)
+//	go run . --demo          # everything on one machine, no accounts
+//	go run .                 # production: needs SUPABASE_URL (see README.md)
+//	go run . load --url URL  # the load generator (loadgen/README.md)
+//	go run . backup PATH     # an online copy of the database
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"syscall"
 
 	"invigil/app"
+	"invigil/loadgen"
 	"invigil/static"
 	"invigil/store"
 )
@@ -28,6 +31,9 @@ import (
 var schema string
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "load" { // CONTRACT §7: the load generator
+		os.Exit(loadgen.Command(os.Args[2:]))
+	}
 	if err := run(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
