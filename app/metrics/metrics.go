@@ -72,13 +72,13 @@ func New() *Metrics {
 		}, []string{"class"}),
 		JobRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invigil_job_runs_total", Help: "Scheduled job runs.",
-		}, []string{"job"}),
+		}, []string{"job_name"}),
 		JobErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invigil_job_errors_total", Help: "Scheduled job runs that failed.",
-		}, []string{"job"}),
+		}, []string{"job_name"}),
 		JobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "invigil_job_duration_seconds", Help: "Scheduled job run time.", Buckets: latencyBuckets,
-		}, []string{"job"}),
+		}, []string{"job_name"}),
 		StoreBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "invigil_store_batch_size", Help: "Writes per group commit.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
