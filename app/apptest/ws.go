@@ -2,6 +2,8 @@ package apptest
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"net/http"
 	"strconv"
 	"strings"
@@ -22,6 +24,10 @@ type Frame struct {
 	Code         string          `json:"code,omitempty"`
 	Message      string          `json:"message,omitempty"`
 	RetryAfterMs int64           `json:"retry_after_ms,omitempty"`
+	// A delta's fields (CONTRACT §3); Order is nil when the frame has none.
+	Upsert []json.RawMessage `json:"upsert,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+	Order  []string          `json:"order,omitempty"`
 	// Raw is the whole frame as it arrived.
 	Raw string `json:"-"`
 }
@@ -150,4 +156,76 @@ func (w *WS) Call(fn string, args any) Frame {
 		// Data frames for subscriptions may interleave; Next returns them later.
 		w.pending = append(w.pending, f)
 	}
+}
+
+// View is what a client holds for one subscription, rebuilt from its data
+// and delta frames the way CONTRACT §3 says a client must.
+type View struct {
+	value json.RawMessage            // the last data frame's value
+	rows  map[string]json.RawMessage // a list's rows by _id
+	order []string
+	list  bool
+}
+
+// Apply takes one data or delta frame.
+func (v *View) Apply(f Frame) error {
+	switch f.Type {
+	case "data":
+		v.value = f.Value
+		var rows []json.RawMessage
+		if json.Unmarshal(f.Value, &rows) != nil {
+			v.list = false
+			return nil
+		}
+		v.list, v.rows, v.order = true, map[string]json.RawMessage{}, nil
+		for _, r := range rows {
+			id := rowID(r)
+			v.rows[id] = r
+			v.order = append(v.order, id)
+		}
+	case "delta":
+		if !v.list {
+			return fmt.Errorf("a delta for a subscription that holds no list")
+		}
+		for _, id := range f.Remove {
+			delete(v.rows, id)
+			v.order = slices.DeleteFunc(v.order, func(x string) bool { return x == id })
+		}
+		for _, r := range f.Upsert {
+			id := rowID(r)
+			if _, ok := v.rows[id]; !ok && f.Order == nil {
+				return fmt.Errorf("delta adds %s without an order", id)
+			}
+			v.rows[id] = r
+		}
+		if f.Order != nil {
+			if len(f.Order) != len(v.rows) {
+				return fmt.Errorf("order lists %d ids for %d rows", len(f.Order), len(v.rows))
+			}
+			v.order = f.Order
+		}
+	default:
+		return fmt.Errorf("not a data or delta frame: %s", f.Type)
+	}
+	return nil
+}
+
+// JSON is the value held: for a list, its rows in order as a JSON array.
+func (v *View) JSON() json.RawMessage {
+	if !v.list {
+		return v.value
+	}
+	parts := make([]string, len(v.order))
+	for i, id := range v.order {
+		parts[i] = string(v.rows[id])
+	}
+	return json.RawMessage("[" + strings.Join(parts, ",") + "]")
+}
+
+func rowID(r json.RawMessage) string {
+	var x struct {
+		ID string `json:"_id"`
+	}
+	json.Unmarshal(r, &x)
+	return x.ID
 }

@@ -107,12 +107,18 @@ func (l *List) build(rows []Row) (*listState, error) {
 }
 
 // patch applies a change of the rows touched (those fetched belong to the
-// list now; the others left it) to old. ok is false when the new list
-// cannot be judged from the kept rows alone: it needs a whole run.
-func (l *List) patch(old *listState, touched []string, fetched []Row) (ls *listState, ok bool, err error) {
+// list now; the others left it) to old, and says what changed. ok is false
+// when the new list cannot be judged from the kept rows alone: it needs a
+// whole run. A patch costs the touched rows plus one pass over the kept
+// ones; when its delta is not empty it takes over old's index, and old
+// must not be patched or diffed again.
+func (l *List) patch(old *listState, touched []string, fetched []Row) (ls *listState, d *Delta, ok bool, err error) {
 	fresh, err := l.encode(fetched)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
+	}
+	if ls, d, ok := l.inPlace(old, touched, fresh); ok {
+		return ls, d, true, nil
 	}
 	gone := make(map[string]bool, len(touched))
 	for _, id := range touched {
@@ -136,6 +142,7 @@ func (l *List) patch(old *listState, touched []string, fetched []Row) (ls *listS
 			boundary = old.rows[len(old.rows)-1]
 		}
 	}
+	inserted := make(map[string]*rowState, len(fresh))
 	for _, r := range fresh {
 		if !gone[r.id] {
 			continue // not asked for; the query returned it anyway
@@ -145,17 +152,130 @@ func (l *List) patch(old *listState, touched []string, fetched []Row) (ls *listS
 		}
 		i, _ := slices.BinarySearchFunc(ranked, r, l.rank)
 		ranked = slices.Insert(ranked, i, r)
+		inserted[r.id] = r
 	}
 	complete := old.complete
+	var trimmed []*rowState
 	switch {
 	case l.Limit <= 0:
 	case len(ranked) > l.Limit:
-		ranked, complete = ranked[:l.Limit], false
+		ranked, trimmed, complete = ranked[:l.Limit], ranked[l.Limit:], false
 	case !complete && len(ranked) < l.Limit:
-		return nil, false, nil // a row left the top: the next one is not kept here
+		return nil, nil, false, nil // a row left the top: the next one is not kept here
 	}
-	ls, err = l.finish(ranked, complete)
-	return ls, err == nil, err
+	if l.Arrange != nil {
+		// Places (ranks) may change rows nobody touched: compare them all.
+		ls, err = l.finish(ranked, complete)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		return ls, diff(old, ls), true, nil
+	}
+	if l.Tail {
+		slices.Reverse(ranked)
+	}
+	// What changed: only touched rows, and rows trimmed off the end.
+	d = &Delta{}
+	left := make(map[string]bool, len(touched)+len(trimmed))
+	for _, r := range trimmed {
+		delete(inserted, r.id)
+		if old.byID[r.id] != nil {
+			left[r.id] = true
+		}
+	}
+	for _, id := range touched {
+		if inserted[id] == nil && old.byID[id] != nil {
+			left[id] = true
+		}
+	}
+	for _, r := range ranked { // the new order, so upserts come in it
+		if inserted[r.id] == nil {
+			continue
+		}
+		if o := old.byID[r.id]; o == nil || !bytes.Equal(o.raw, r.raw) {
+			d.Upsert = append(d.Upsert, RowJSON{ID: r.id, Raw: r.raw})
+		}
+	}
+	for _, r := range old.rows {
+		if left[r.id] {
+			d.Remove = append(d.Remove, r.id)
+		}
+	}
+	if moved(old.rows, ranked, left) {
+		d.Order = make([]string, len(ranked))
+		for i, r := range ranked {
+			d.Order[i] = r.id
+		}
+	}
+	if d.Empty() {
+		return old, d, true, nil
+	}
+	byID := old.byID
+	old.byID = nil // taken over: see above
+	for id := range left {
+		delete(byID, id)
+	}
+	for id, r := range inserted {
+		byID[id] = r
+	}
+	return &listState{rows: ranked, byID: byID, complete: complete}, d, true, nil
+}
+
+// inPlace is patch's fast path for the common change (a heartbeat): every
+// touched row is kept and keeps its place (same order key), so the new
+// list is the old one with those rows swapped, found by binary search.
+func (l *List) inPlace(old *listState, touched []string, fresh []*rowState) (*listState, *Delta, bool) {
+	if l.Arrange != nil || len(fresh) != len(touched) {
+		return nil, nil, false
+	}
+	at := make([]int, len(fresh))
+	for i, r := range fresh {
+		o := old.byID[r.id]
+		if o == nil || o.order != r.order {
+			return nil, nil, false
+		}
+		j, found := slices.BinarySearchFunc(old.rows, o, l.compare)
+		if !found || old.rows[j] != o {
+			return nil, nil, false
+		}
+		at[i] = j
+	}
+	d := &Delta{}
+	for _, r := range fresh {
+		if !bytes.Equal(old.byID[r.id].raw, r.raw) {
+			d.Upsert = append(d.Upsert, RowJSON{ID: r.id, Raw: r.raw})
+		}
+	}
+	if d.Empty() {
+		return old, d, true
+	}
+	rows := slices.Clone(old.rows)
+	byID := old.byID
+	old.byID = nil // taken over: see patch
+	for i, r := range fresh {
+		rows[at[i]] = r
+		byID[r.id] = r
+	}
+	if len(d.Upsert) > 1 { // in the list's order, as the other paths give them
+		slices.SortFunc(d.Upsert, func(a, b RowJSON) int { return l.compare(byID[a.ID], byID[b.ID]) })
+	}
+	return &listState{rows: rows, byID: byID, complete: old.complete}, d, true
+}
+
+// moved reports whether the ids of rows, once those in left are dropped
+// from old, are not already in that order (an id appeared or moved).
+func moved(old, rows []*rowState, left map[string]bool) bool {
+	i := 0
+	for _, r := range old {
+		if left[r.id] {
+			continue
+		}
+		if i >= len(rows) || rows[i].id != r.id {
+			return true
+		}
+		i++
+	}
+	return i != len(rows)
 }
 
 // finish puts rows (in rank order) in the documented order, lets Arrange
@@ -230,19 +350,14 @@ func diff(old, ls *listState) *Delta {
 			d.Upsert = append(d.Upsert, RowJSON{ID: r.id, Raw: r.raw})
 		}
 	}
-	moved := false
-	i := 0 // position in the new order of the next old row that stays
+	left := map[string]bool{}
 	for _, r := range old.rows {
 		if ls.byID[r.id] == nil {
 			d.Remove = append(d.Remove, r.id)
-			continue
+			left[r.id] = true
 		}
-		if i >= len(ls.rows) || ls.rows[i].id != r.id {
-			moved = true
-		}
-		i++
 	}
-	if moved || i != len(ls.rows) {
+	if moved(old.rows, ls.rows, left) {
 		d.Order = make([]string, len(ls.rows))
 		for i, r := range ls.rows {
 			d.Order[i] = r.id

@@ -222,7 +222,6 @@ func (e *Engine) compute(inst *instance, whole bool, rows []string) (push *Push,
 		return &Push{value: raw}, nil
 	}
 	l := inst.plan.List
-	var ls *listState
 	if !whole && current != nil {
 		if len(rows) == 0 {
 			return nil, nil
@@ -231,16 +230,21 @@ func (e *Engine) compute(inst *instance, whole bool, rows []string) (push *Push,
 		if err != nil {
 			return nil, err
 		}
-		var ok bool
-		if ls, ok, err = l.patch(current.list, rows, fetched); err != nil {
+		ls, d, ok, err := l.patch(current.list, rows, fetched)
+		if err != nil {
 			return nil, err
 		}
 		if ok {
 			e.patchRuns.Add(1)
 			e.rowsPatched.Add(uint64(len(rows)))
+			if d.Empty() {
+				return nil, nil
+			}
+			return &Push{list: ls, delta: d}, nil
 		}
 	}
-	if ls == nil {
+	var ls *listState
+	{
 		e.fullRuns.Add(1)
 		all, err := l.All(ctx)
 		if err != nil {
