@@ -241,33 +241,41 @@ function sameJSON(a, b) {
 }
 
 /**
- * The rows of one subscription: `byId` (`_id` -> row) and `order` (ids).
+ * The rows of one subscription: `byId` (`_id` -> row), `list` (the rows in
+ * order, private: callers get copies) and `pos` (`_id` -> index in `list`).
  * Pure bookkeeping, no I/O: `full` takes a whole `data`, `delta` applies a
  * delta frame; each returns [value, change], or null when the delta does not
- * fit what is held (the caller then asks for a fresh `data`).
+ * fit what is held (the caller then asks for a fresh `data`). A delta that
+ * only replaces rows (the common case: a heartbeat) costs a copy of the list
+ * and one write per row, not a rebuild.
  */
 class Rows {
   constructor() {
     this.byId = new Map();
-    this.order = [];
+    this.list = [];
+    this.pos = new Map();
   }
 
-  full(list) {
+  full(value) {
     const prev = this.byId;
     const byId = new Map();
-    const order = new Array(list.length);
-    const value = new Array(list.length);
-    for (let i = 0; i < list.length; i++) {
-      let r = list[i];
+    const list = new Array(value.length);
+    for (let i = 0; i < value.length; i++) {
+      let r = value[i];
       const old = prev.get(r._id);
       if (old && sameJSON(old, r)) r = old; // unchanged rows keep their identity
       byId.set(r._id, r);
-      order[i] = r._id;
-      value[i] = r;
+      list[i] = r;
     }
     this.byId = byId;
-    this.order = order;
-    return [value, { full: true }];
+    this.setList(list);
+    return [list.slice(), { full: true }];
+  }
+
+  setList(list) {
+    this.list = list;
+    this.pos = new Map();
+    for (let i = 0; i < list.length; i++) this.pos.set(list[i]._id, i);
   }
 
   delta(msg) {
@@ -286,7 +294,13 @@ class Rows {
     const removed = [];
     for (const id of remove) if (byId.delete(id)) removed.push(id);
     if (!upserted.length && !removed.length && !hasOrder) return [null, null]; // nothing to say
-    let order = this.order;
+    if (added && !hasOrder) return null; // a new row without its place
+    if (!removed.length && !hasOrder) {
+      // Same rows in the same places: replace the changed ones.
+      for (const id of upserted) this.list[this.pos.get(id)] = byId.get(id);
+      return [this.list.slice(), { full: false, upserted, removed, reordered: false }];
+    }
+    let order = this.list.map((r) => r._id);
     if (removed.length) {
       const gone = new Set(removed);
       order = order.filter((id) => !gone.has(id));
@@ -303,13 +317,9 @@ class Rows {
       }
       reordered = next.length !== order.length || next.some((id, i) => id !== order[i]);
       order = next;
-    } else if (added) {
-      return null; // a new row without its place
     }
-    this.order = order;
-    const value = new Array(order.length);
-    for (let i = 0; i < order.length; i++) value[i] = byId.get(order[i]);
-    return [value, { full: false, upserted, removed, reordered }];
+    this.setList(order.map((id) => byId.get(id)));
+    return [this.list.slice(), { full: false, upserted, removed, reordered }];
   }
 }
 
