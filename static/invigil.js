@@ -605,7 +605,7 @@ export function connect(opts = {}) {
     console.warn(`invigil: ${s.query}: a delta did not fit the rows held; re-subscribing`);
     s.rows = null;
     s.resync = true;
-    if (s.sentGen === gen && ready) send({ type: 'unsub', id: s.id });
+    if (s.sentGen === gen) send({ type: 'unsub', id: s.id }); // also while paused: the server keeps paused subs
     subs.delete(s.id);
     s.id = 'q' + nextId++;
     subs.set(s.id, s);

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -149,17 +150,39 @@ type scripted struct {
 	// them (default: yes); the others get whole data.
 	wantsDeltas func(token string, args map[string]any) bool
 	conns       map[*fconn]bool
-	subCount    int
-	frames      map[string]int // frames sent, by type
-	bytesOut    int64
+	// intercept, when set, sees each frame first (under the lock); true
+	// means it answered the frame itself.
+	intercept func(c *fconn, f inFrame) bool
+	opened    int // sockets accepted so far
+	subCount  int
+	frames    map[string]int // frames sent, by type
+	bytesOut  int64
 }
 
 type fconn struct {
-	srv   *scripted
-	ws    *websocket.Conn
-	out   chan []byte
-	token string
-	subs  []*fsub
+	srv    *scripted
+	n      int // 1 for the first socket, …
+	opened time.Time
+	ws     *websocket.Conn
+	out    chan []byte
+	token  string
+	subs   []*fsub
+}
+
+// inFrame is a frame from the browser.
+type inFrame struct {
+	Type   string         `json:"type"`
+	ID     string         `json:"id"`
+	Token  string         `json:"token"`
+	Query  string         `json:"query"`
+	Args   map[string]any `json:"args"`
+	Deltas bool           `json:"deltas"`
+}
+
+// closeWith ends the socket with a close frame (code and reason).
+func (c *fconn) closeWith(code int, reason string) {
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	c.ws.Close()
 }
 
 type fsub struct {
@@ -207,8 +230,10 @@ func (s *scripted) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	c := &fconn{srv: s, ws: ws, out: make(chan []byte, 4096)}
+	c := &fconn{srv: s, ws: ws, out: make(chan []byte, 4096), opened: time.Now()}
 	s.mu.Lock()
+	s.opened++
+	c.n = s.opened
 	s.conns[c] = true
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -233,18 +258,15 @@ func (s *scripted) serveWS(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		var f struct {
-			Type   string         `json:"type"`
-			ID     string         `json:"id"`
-			Token  string         `json:"token"`
-			Query  string         `json:"query"`
-			Args   map[string]any `json:"args"`
-			Deltas bool           `json:"deltas"`
-		}
+		var f inFrame
 		if json.Unmarshal(b, &f) != nil {
 			continue
 		}
 		s.mu.Lock()
+		if s.intercept != nil && s.intercept(c, f) {
+			s.mu.Unlock()
+			continue
+		}
 		switch f.Type {
 		case "auth":
 			c.token = f.Token
