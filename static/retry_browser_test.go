@@ -25,7 +25,7 @@ func TestBrowserClientRetriesAsTold(t *testing.T) {
 	}
 	var events []event
 	refuse := map[string]int{"tok-new-key": 1, "tok-unknown": 99} // auths answered "unknown signing key"
-	limited := 1                                                   // subs of test.limited refused
+	limited := 1                                                  // subs of test.limited refused
 	srv.intercept = func(c *fconn, f inFrame) bool {
 		switch f.Type {
 		case "auth":
