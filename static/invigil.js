@@ -83,15 +83,17 @@
  *     unchanged rows are the same objects as before). `change` says what
  *     changed since the last call:
  *       {full: true}                  a whole `data` (the first one, after a
- *                                     reconnect, or whenever the server sent
- *                                     one): assume anything changed
+ *                                     reconnect, whenever the server sent
+ *                                     one, and always for a value that is not
+ *                                     a list of rows): assume anything changed
  *       {full: false,                 a delta was applied:
  *        upserted: [_id…],            rows that changed or appeared (new objects)
  *        removed: [_id…],             rows that left
  *        reordered: bool}             true when the order is not simply the
  *                                     previous one minus the removed rows
  *                                     (a row appeared, or rows moved)
- *     An error for the subscription ends it: onError(err).
+ *     An error for the subscription ends it: onError(err) (rate_limited
+ *     first re-sends it, see Overload above).
  * client.call(fn, args) -> Promise<value>
  *     Rejects with an InvigilError: .code is a contract code (unauthenticated,
  *     forbidden, invalid_argument, not_found, conflict, rate_limited, too_large,
@@ -99,7 +101,8 @@
  *     call was sent, so it may or may not have run; retry only if that is safe),
  *     'closed' (client.close()). .retryAfterMs is set with rate_limited.
  *     Calls made while not online are queued and sent once, in order, after
- *     the next successful (re)connect + auth.
+ *     the next successful (re)connect + auth (no sooner than a rate_limited
+ *     answer allows, see Overload above).
  * client.reauth()         fetch a fresh token (getToken) and send it.
  * client.state            'connecting' | 'online' | 'offline'
  * client.user             {id, role, name} from the last `authed`, or null
