@@ -97,17 +97,14 @@ func newBrowser(t *testing.T, limit time.Duration) *browser {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
 		chromedp.WindowSize(1280, 900),
 	)
 	// The deadline bounds the whole browser: when it passes, Chromium stops
 	// and every pending action fails.
 	deadline, cancelDeadline := context.WithTimeout(context.Background(), limit)
-	alloc, cancelAlloc := chromedp.NewExecAllocator(deadline, opts...)
-	ctx, cancelCtx := chromedp.NewContext(alloc)
-	b := &browser{t: t, ctx: ctx}
+	b := &browser{t: t}
 	t.Cleanup(func() {
-		cancelCtx()
-		cancelAlloc()
 		cancelDeadline()
 		if t.Failed() {
 			b.mu.Lock()
@@ -117,10 +114,38 @@ func newBrowser(t *testing.T, limit time.Duration) *browser {
 			b.mu.Unlock()
 		}
 	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
+	// The first start on a busy machine can be slow: give each try its own
+	// bound, and try again.
+	const tries = 3
+	for i := 1; ; i++ {
+		alloc, cancelAlloc := chromedp.NewExecAllocator(deadline, opts...)
+		ctx, cancelCtx := chromedp.NewContext(alloc)
+		// The context of the first action owns the browser's process, so
+		// bound the start with a timer, not with a derived context.
+		started := make(chan error, 1)
+		go func() { started <- chromedp.Do(ctx) }()
+		var err error
+		select {
+		case err = <-started:
+		case <-time.After(20 * time.Second):
+			cancelCtx()
+			err = fmt.Errorf("no answer within 20 s: %w", <-started)
+		}
+		if err == nil {
+			b.ctx = ctx
+			t.Cleanup(func() {
+				cancelCtx()
+				cancelAlloc()
+			})
+			return b
+		}
+		cancelCtx()
+		cancelAlloc()
+		if i == tries || deadline.Err() != nil {
+			t.Fatalf("start chromium (try %d): %v", i, err)
+		}
+		t.Logf("start chromium (try %d): %v; trying again", i, err)
 	}
-	return b
 }
 
 func (b *browser) listener(name string) func(ev any) {
@@ -163,20 +188,20 @@ type tab struct {
 	cancel context.CancelFunc
 }
 
-// newTab opens a tab in a fresh browser context; with token set, it stores
-// the token in localStorage["invigil.token"] (as the sign-in page would)
-// before opening path.
-func (b *browser) newTab(name string, s *site, token, path string) *tab {
+// newTab opens a tab on the server at base in a fresh browser context; with
+// token set, it stores the token in localStorage["invigil.token"] (as the
+// sign-in page would) before opening path.
+func (b *browser) newTab(name string, base, token, path string) *tab {
 	b.t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext(), chromedp.WithListener(b.listener(name)))
 	tb := &tab{b: b, name: name, ctx: ctx, cancel: cancel}
 	b.t.Cleanup(cancel)
-	tb.do(chromedp.Navigate(s.url + "/healthz"))
+	tb.do(chromedp.Navigate(base + "/healthz"))
 	if token != "" {
 		tb.eval(fmt.Sprintf(`localStorage.setItem("invigil.token", %s)`, js(token)))
 	}
 	if path != "" {
-		tb.do(chromedp.Navigate(s.url + path))
+		tb.do(chromedp.Navigate(base + path))
 	}
 	return tb
 }
@@ -278,10 +303,10 @@ func TestBrowserProctorSeesStudentLive(t *testing.T) {
 	sam := identity.User{ID: "stu-1", Role: identity.Student, Name: "Sam Student"}
 	sue := identity.User{ID: "stu-2", Role: identity.Student, Name: "Sue Submitter"}
 
-	proctor := b.newTab("tutor", s, s.Token(tutor), "/proctor/"+examID)
+	proctor := b.newTab("tutor", s.url, s.Token(tutor), "/proctor/"+examID)
 	proctor.wait("tutor online", `document.querySelector('#conn')?.dataset.state === 'online'`, 5*time.Second)
 
-	student := b.newTab("student", s, s.Token(sam), "/exam/"+examID)
+	student := b.newTab("student", s.url, s.Token(sam), "/exam/"+examID)
 	student.wait("session started", `document.querySelector('#status')?.dataset.state === 'active'`, 5*time.Second)
 	proctor.wait("student's card", cardStatus(sam.ID, "active"), 2*time.Second)
 	if got := get[string](proctor, card(sam.ID)+`.querySelector('.name').textContent`); got != sam.Name {
@@ -343,7 +368,7 @@ func TestBrowserProctorSeesStudentLive(t *testing.T) {
 	t.Logf("tab closed → tutor shows disconnected: %s", time.Since(closedAt).Round(time.Millisecond))
 
 	// A second student submits.
-	student2 := b.newTab("student2", s, s.Token(sue), "/exam/"+examID)
+	student2 := b.newTab("student2", s.url, s.Token(sue), "/exam/"+examID)
 	student2.wait("second session started", `document.querySelector('#status')?.dataset.state === 'active'`, 5*time.Second)
 	proctor.wait("second student's card", cardStatus(sue.ID, "active"), 2*time.Second)
 	student2.do(chromedp.Click(chromedp.CSS(`.options input[value="1"]`)), chromedp.WaitEnabled(chromedp.ID("submit")), chromedp.Click(chromedp.ID("submit")))
@@ -354,7 +379,7 @@ func TestBrowserProctorSeesStudentLive(t *testing.T) {
 	}
 	// The same student on another device (nothing stored locally): the
 	// server refuses a new session and the page says it was submitted.
-	again := b.newTab("student2-again", s, s.Token(sue), "/exam/"+examID)
+	again := b.newTab("student2-again", s.url, s.Token(sue), "/exam/"+examID)
 	again.wait("already submitted", `document.querySelector('#status')?.dataset.state === 'submitted' && !document.querySelector('#done').hidden`, 3*time.Second)
 	if got := get[string](again, `document.querySelector('#done-text').textContent`); !strings.Contains(got, "already submitted") {
 		t.Fatalf("second device shows %q", got)
@@ -385,7 +410,7 @@ func TestBrowserClientReconnects(t *testing.T) {
 		t.Fatalf("startSession: %d %s", code, body)
 	}
 
-	page := b.newTab("client", s, "", "")
+	page := b.newTab("client", s.url, "", "")
 	page.eval(fmt.Sprintf(`(async () => {
 		const { connect } = await import('/static/invigil.js');
 		const tokens = { tutor: %s, student: %s };
@@ -487,7 +512,7 @@ func TestBrowserStudentNameIsText(t *testing.T) {
 		t.Fatalf("logViolation: %d %s", code, body)
 	}
 
-	proctor := b.newTab("tutor", s, s.Token(tutor), "/proctor/"+examID)
+	proctor := b.newTab("tutor", s.url, s.Token(tutor), "/proctor/"+examID)
 	proctor.wait("the card", card(evil.ID), 5*time.Second)
 	proctor.wait("the stream", `document.querySelector('#stream li[data-type="paste"]')`, 2*time.Second)
 	proctor.do(chromedp.Click(chromedp.CSS(`.card[data-student-id="stu-evil"]`)))
@@ -520,8 +545,8 @@ func TestBrowserPagesShowConnectionLoss(t *testing.T) {
 	b := newBrowser(t, 40*time.Second)
 	stu := identity.User{ID: "stu-conn", Role: identity.Student, Name: "Con Nection"}
 
-	proctor := b.newTab("tutor", s, s.Token(tutor), "/proctor/"+examID)
-	student := b.newTab("student", s, s.Token(stu), "/exam/"+examID)
+	proctor := b.newTab("tutor", s.url, s.Token(tutor), "/proctor/"+examID)
+	student := b.newTab("student", s.url, s.Token(stu), "/exam/"+examID)
 	for _, p := range []*tab{proctor, student} {
 		p.wait("Live", `document.querySelector('#conn').dataset.state === 'online' && document.querySelector('#conn').textContent === 'Live'`, 5*time.Second)
 	}
