@@ -36,6 +36,7 @@ func main() {
 	}
 	if err := run(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			app.Usage(os.Stdout)
 			return
 		}
 		fmt.Fprintln(os.Stderr, "invigil:", err)

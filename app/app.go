@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -157,10 +159,11 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 	a.Proctoring.Register(a.Engine)
 	a.registerMetrics()
 
+	hooks := map[string]transport.HookHandler{"exams": a.Exams.HandleHook}
 	a.Server = transport.New(transport.Options{
 		Engine:            a.Engine,
 		Verifier:          a.Verifier,
-		Hooks:             map[string]transport.HookHandler{"exams": a.Exams.HandleHook},
+		Hooks:             hooks,
 		HookAuth:          hookAuth,
 		Health:            db.Ping,
 		AllowedOrigins:    cfg.AllowedOrigins,
@@ -179,6 +182,11 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		DrainTimeout:      cfg.DrainTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
 	})
+	var jobNames []string
+	for _, j := range a.Jobs() {
+		jobNames = append(jobNames, j.Name)
+	}
+	m.Known(a.Engine.Funcs(), slices.Sorted(maps.Keys(hooks)), jobNames)
 	if cfg.Demo {
 		if err := demo.Seed(ctx, a.Exams); err != nil {
 			a.Close()

@@ -1,6 +1,8 @@
 package app_test
 
 import (
+	"errors"
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +46,9 @@ func TestLoadConfig(t *testing.T) {
 			func(c app.Config) bool {
 				return c.MetricsToken == "m3tr1cs" && c.StaleAfter == 5*time.Minute && c.ReminderURL == "https://notify.example/hook" && c.Pprof
 			}, ""},
-		{"no way to verify tokens", nil, nil, nil, "SUPABASE_URL"},
+		{"no way to verify tokens", nil, nil, nil, "SUPABASE_URL=https://<ref>.supabase.co"},
+		{"bad port", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "PORT": "http"}, nil, nil, "PORT"},
+		{"stray argument", map[string]string{"SUPABASE_URL": "https://ref.supabase.co"}, []string{"serve"}, nil, "serve"},
 		{"bad duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_TYPING_TTL": "soon"}, nil, nil, "INVIGIL_TYPING_TTL"},
 		{"zero duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_RETENTION": "0s"}, nil, nil, "INVIGIL_RETENTION"},
 	}
@@ -61,5 +65,29 @@ func TestLoadConfig(t *testing.T) {
 				t.Fatalf("err %v, config %+v", err, got)
 			}
 		})
+	}
+}
+
+// TestHelpListsEverything: invigil --help names every command, flag and
+// environment variable of the contract, with its default.
+func TestHelpListsEverything(t *testing.T) {
+	var b strings.Builder
+	app.Usage(&b)
+	help := b.String()
+	for _, want := range []string{
+		"invigil load", "invigil backup PATH", "--demo", "--demo-students", "--pprof",
+		"PORT", "INVIGIL_DB", "SUPABASE_URL", "SUPABASE_JWKS_URL", "SUPABASE_JWT_ISSUER", "SUPABASE_JWT_SECRET",
+		"SUPABASE_SERVICE_ROLE_KEY", "INVIGIL_WEBHOOK_SECRET", "INVIGIL_ALLOWED_ORIGINS",
+		"INVIGIL_HEARTBEAT_MIN_INTERVAL", "INVIGIL_DISCONNECT_AFTER", "INVIGIL_PRESENCE_TTL", "INVIGIL_TYPING_TTL",
+		"INVIGIL_RETENTION", "INVIGIL_STALE_AFTER", "INVIGIL_METRICS_TOKEN", "INVIGIL_REMINDER_URL",
+		"default 8080", "default data/invigil.db", "default 5s", "default 25s", "default 60s", "default 6s",
+		"default 24h", "default 2m",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("--help does not mention %q", want)
+		}
+	}
+	if _, err := app.LoadConfig(func(string) string { return "" }, []string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: want flag.ErrHelp, got %v", err)
 	}
 }

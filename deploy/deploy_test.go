@@ -23,40 +23,25 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"gopkg.in/yaml.v3"
+
+	"invigil/app/apptest"
 )
 
-// metrics is every series name invigil exports (issue 11), by type. The
-// lead will replace this list with the live registry's.
-var metrics = map[string]string{
-	"invigil_calls_total":                   "counter",
-	"invigil_call_duration_seconds":         "histogram",
-	"invigil_hooks_total":                   "counter",
-	"invigil_ws_connections":                "gauge",
-	"invigil_ws_slow_closed_total":          "counter",
-	"invigil_ws_send_queue_bytes":           "gauge",
-	"invigil_subscriptions":                 "gauge",
-	"invigil_query_instances":               "gauge",
-	"invigil_engine_runs_total":             "counter",
-	"invigil_engine_rows_patched_total":     "counter",
-	"invigil_engine_pushes_total":           "counter",
-	"invigil_push_latency_seconds":          "histogram",
-	"invigil_outbox_pending":                "gauge",
-	"invigil_outbox_oldest_pending_seconds": "gauge",
-	"invigil_outbox_delivered_total":        "counter",
-	"invigil_outbox_attempts_total":         "counter",
-	"invigil_job_runs_total":                "counter",
-	"invigil_job_errors_total":              "counter",
-	"invigil_job_duration_seconds":          "histogram",
-	"invigil_store_batch_size":              "histogram",
-	"invigil_store_commit_seconds":          "histogram",
-	// The standard collectors (client_golang's Go and process collectors)
-	// and Prometheus' own per-target series, as far as deploy/ uses them.
-	"go_goroutines":                 "gauge",
-	"process_cpu_seconds_total":     "counter",
-	"process_resident_memory_bytes": "gauge",
-	"process_open_fds":              "gauge",
-	"process_max_fds":               "gauge",
-	"up":                            "gauge",
+// exported is every series name a running invigil exports, by type, read
+// from its live registry (so the alerts and the dashboard cannot name a
+// metric that does not exist), plus Prometheus' own per-target "up".
+func exported(t *testing.T) map[string]string {
+	t.Helper()
+	h := apptest.Boot(t)
+	families, err := h.App.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{"up": "gauge"}
+	for _, f := range families {
+		out[f.GetName()] = strings.ToLower(f.GetType().String())
+	}
+	return out
 }
 
 // metricRef finds the series names in a PromQL expression: invigil_*, go_*,
@@ -64,7 +49,7 @@ var metrics = map[string]string{
 var metricRef = regexp.MustCompile(`\b(?:invigil|go|process)_[a-z0-9_]+\b|\bup\b`)
 
 // checkMetrics reports every name in expr that invigil does not export.
-func checkMetrics(t *testing.T, where, expr string) {
+func checkMetrics(t *testing.T, metrics map[string]string, where, expr string) {
 	t.Helper()
 	for _, name := range metricRef.FindAllString(expr, -1) {
 		if _, ok := metrics[name]; ok {
@@ -104,6 +89,7 @@ var requiredAlerts = []string{
 }
 
 func TestAlertRules(t *testing.T) {
+	metrics := exported(t)
 	var rf ruleFile
 	mustDecodeYAML(t, "deploy/alerts.yml", &rf)
 	anchors := runbookAnchors(t)
@@ -118,7 +104,7 @@ func TestAlertRules(t *testing.T) {
 				t.Errorf("alert %s is defined twice", r.Alert)
 			}
 			seen[r.Alert] = true
-			checkMetrics(t, "alert "+r.Alert, r.Expr)
+			checkMetrics(t, metrics, "alert "+r.Alert, r.Expr)
 			if sev := r.Labels["severity"]; sev != "page" && sev != "ticket" {
 				t.Errorf("alert %s: severity %q, want page or ticket", r.Alert, sev)
 			}
@@ -176,6 +162,7 @@ type panel struct {
 }
 
 func TestDashboard(t *testing.T) {
+	metrics := exported(t)
 	d := mustReadDashboard(t)
 	if d.Title == "" || d.UID == "" {
 		t.Fatalf("dashboard has no title or uid")
@@ -191,7 +178,7 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("panel %q has no query", p.Title)
 		}
 		for _, tg := range p.Targets {
-			checkMetrics(t, fmt.Sprintf("panel %q", p.Title), tg.Expr)
+			checkMetrics(t, metrics, fmt.Sprintf("panel %q", p.Title), tg.Expr)
 			for _, name := range metricRef.FindAllString(tg.Expr, -1) {
 				used[strings.TrimSuffix(name, "_bucket")] = true
 			}

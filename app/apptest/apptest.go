@@ -73,6 +73,13 @@ func WithDemo(n int) Option {
 	}
 }
 
+// WithLogs sends the app's logs (JSON, debug level) to w.
+func WithLogs(w io.Writer) Option {
+	return func(_ *app.Config, d *app.Deps) {
+		d.Logger = slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+}
+
 // WithSetup runs f on the wired app before it serves (tests register
 // extra functions and queries there).
 func WithSetup(f func(*app.App)) Option {

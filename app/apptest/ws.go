@@ -3,8 +3,8 @@ package apptest
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"

@@ -37,7 +37,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -368,3 +370,6 @@ func (e *Engine) hasDirty(paced bool) bool {
 
 // HasFunc reports whether a function is registered under name.
 func (e *Engine) HasFunc(name string) bool { _, ok := e.funcs[name]; return ok }
+
+// Funcs lists the registered functions' names.
+func (e *Engine) Funcs() []string { return slices.Sorted(maps.Keys(e.funcs)) }

@@ -93,10 +93,32 @@ func New() *Metrics {
 		m.Calls, m.CallDuration, m.Hooks, m.Sockets, m.SlowClosed, m.PushLatency,
 		m.OutboxDelivered, m.OutboxAttempts, m.JobRuns, m.JobErrors, m.JobDuration, m.StoreBatch, m.StoreCommit,
 	)
+	// Known label values start at zero, so that rates and alerts see a
+	// series from the first scrape on.
 	for _, role := range []string{"student", "tutor", "agent", "admin", "anonymous"} {
 		m.Sockets.WithLabelValues(role)
 	}
+	for _, class := range []string{"2xx", "4xx", "5xx", "network"} {
+		m.OutboxAttempts.WithLabelValues(class)
+	}
 	return m
+}
+
+// Known declares the functions, hooks and jobs the process has, so their
+// series exist (at zero) before the first call, delivery or run.
+func (m *Metrics) Known(funcs, hooks, jobs []string) {
+	for _, fn := range funcs {
+		m.Calls.WithLabelValues(fn, "ok")
+		m.CallDuration.WithLabelValues(fn)
+	}
+	for _, h := range hooks {
+		m.Hooks.WithLabelValues(h, "ok")
+	}
+	for _, j := range jobs {
+		m.JobRuns.WithLabelValues(j)
+		m.JobErrors.WithLabelValues(j)
+		m.JobDuration.WithLabelValues(j)
+	}
 }
 
 // Gauge registers a gauge read from f at every scrape.
