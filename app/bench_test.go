@@ -11,12 +11,12 @@ package app_test
 // 1000 student sockets (each its own user, each in exam "bench"; the
 // transport's 20 calls/s per user would cap 200 users at 4,000/s), with
 // `inflight` calls outstanding at once and, with tutor=1, a tutor socket
-// subscribed to the exam's sessions the whole time. Reports calls/s, the
-// call round trip's p50/p99/max, and the data frames the tutor got.
+// subscribed (with deltas) to the exam's sessions the whole time. Reports
+// calls/s, the call round trip's p50/p99/max, and the frames the tutor got.
 //
-// BenchmarkFanout/N: N tutor sockets subscribed to the same
+// BenchmarkFanout/N: N tutor sockets subscribed (with deltas) to the same
 // proctoring.getExamSessions; one op is one student heartbeat, timed from
-// the call's send until all N sockets got the data frame showing it.
+// the call's send until all N sockets got the frame showing it.
 
 import (
 	"bytes"
@@ -208,7 +208,7 @@ func benchTutors(b *testing.B, h *apptest.Harness, users []identity.User, onData
 		}
 		t := &benchTutor{conn: c, closed: make(chan struct{})}
 		tutors[i] = t
-		sub := `{"type":"sub","id":"q1","query":"proctoring.getExamSessions","args":{"exam_id":"` + benchExamID + `"}}`
+		sub := `{"type":"sub","id":"q1","query":"proctoring.getExamSessions","deltas":true,"args":{"exam_id":"` + benchExamID + `"}}`
 		if err := c.WriteMessage(websocket.TextMessage, []byte(sub)); err != nil {
 			return err
 		}
@@ -220,21 +220,22 @@ func benchTutors(b *testing.B, h *apptest.Harness, users []identity.User, onData
 		c.SetReadDeadline(time.Time{})
 		go func() {
 			defer close(t.closed)
-			dataPrefix := []byte(`{"type":"data","id":"q1","value":`)
+			dataPrefix := []byte(`{"type":"data","id":"q1",`)
+			deltaPrefix := []byte(`{"type":"delta","id":"q1",`)
 			for {
 				_, msg, err := c.ReadMessage()
 				if err != nil {
 					t.err = err
 					return
 				}
-				if !bytes.HasPrefix(msg, dataPrefix) {
+				if !bytes.HasPrefix(msg, dataPrefix) && !bytes.HasPrefix(msg, deltaPrefix) {
 					t.err = fmt.Errorf("unexpected frame %.200s", msg)
 					return
 				}
 				t.frames.Add(1)
 				t.bytes.Add(int64(len(msg)))
 				if onData != nil {
-					onData(msg[len(dataPrefix):])
+					onData(msg)
 				}
 			}
 		}()

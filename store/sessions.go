@@ -218,6 +218,14 @@ func (r *Reader) ViolationByClientID(ctx context.Context, examID, studentID, cli
 	return v, err
 }
 
+// ViolationsSince counts the session's stored violations newer than t.
+func (r *Reader) ViolationsSince(ctx context.Context, examID, studentID string, t time.Time) (int, error) {
+	var n int
+	err := r.q.QueryRowContext(r.ctx(ctx), `SELECT count(*) FROM violations
+		WHERE exam_id = ? AND student_id = ? AND created_at > ?`, examID, studentID, FormatTime(t)).Scan(&n)
+	return n, err
+}
+
 // AddViolation counts a violation on its session and, when keepDetail, stores
 // its row. The count stays exact whether or not the row is kept.
 func (tx *Tx) AddViolation(v Violation, keepDetail bool) (Violation, error) {

@@ -67,6 +67,11 @@ type Plan struct {
 	// Keys are what the result depends on as a whole: a write touching one
 	// re-runs it whole.
 	Keys []string
+	// Args are the arguments as Prepare decoded them; the subscription
+	// keeps their encoding (unknown fields dropped, so a client cannot make
+	// the server hold what the query ignores) to judge the caller again.
+	// Nil keeps the raw arguments.
+	Args any
 	// Share names the result among callers: subscribers of the same query
 	// with the same Share get one execution. Empty: never shared. It must
 	// include everything the result depends on (never just the caller's

@@ -904,3 +904,24 @@ func TestDeltaMerge(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriptionKeepsNormalisedArguments: a subscription keeps the
+// arguments its query read, not what the client sent (unknown fields, here
+// 60 KB of them, are dropped).
+func TestSubscriptionKeepsNormalisedArguments(t *testing.T) {
+	e := newEngine(t)
+	e.Query("args", engine.Query{Prepare: func(_ context.Context, _ engine.Caller, raw json.RawMessage) (engine.Plan, error) {
+		var a struct {
+			ID string `json:"id"`
+		}
+		if err := args.Decode(raw, &a); err != nil {
+			return engine.Plan{}, err
+		}
+		return engine.Plan{Args: a, Share: a.ID, Run: func(context.Context) (any, error) { return a.ID, nil }}, nil
+	}})
+	raw := `{"id":"x","junk":"` + strings.Repeat("j", 60_000) + `"}`
+	sub := e.subscribe(t, "args", raw, newRecorder())
+	if got := string(sub.Args()); got != `{"id":"x"}` {
+		t.Fatalf("kept arguments: %.60s", got)
+	}
+}

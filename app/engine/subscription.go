@@ -114,6 +114,11 @@ func (e *Engine) Subscribe(ctx context.Context, c Caller, name string, args json
 	if err != nil {
 		return nil, err
 	}
+	if plan.Args != nil {
+		if args, err = json.Marshal(plan.Args); err != nil {
+			return nil, err
+		}
+	}
 	sub = &Subscription{e: e, name: name, args: args, sink: sink, caller: c, recheck: plan.Recheck, rkeys: plan.RecheckKeys}
 	inst := e.join(name, plan, sub)
 	// The check in Prepare ran before the subscription was registered for
@@ -190,6 +195,10 @@ func (e *Engine) unindex(m map[string]map[*Subscription]struct{}, keys []string,
 		}
 	}
 }
+
+// Args are the subscription's arguments as its query read them (unknown
+// fields dropped): what to subscribe with again after a pause.
+func (s *Subscription) Args() json.RawMessage { return s.args }
 
 // Close ends the subscription: once it returns, its sink is not called
 // again. An instance left without subscribers is dropped.

@@ -44,6 +44,7 @@ type Config struct {
 	HeartbeatMinInterval time.Duration // a heartbeat sooner than this is rate_limited
 	DisconnectAfter      time.Duration // silence after which an active session is disconnected
 	ViolationDetailCap   int           // violation rows kept per session; the count stays exact
+	ViolationsPerMinute  int           // violation rows kept per session per minute; the count stays exact
 	Logger               *slog.Logger
 }
 
@@ -69,6 +70,9 @@ func New(db *store.DB, exams *exam.Registry, cfg Config) *Service {
 	}
 	if cfg.ViolationDetailCap <= 0 {
 		cfg.ViolationDetailCap = 500
+	}
+	if cfg.ViolationsPerMinute <= 0 {
+		cfg.ViolationsPerMinute = 60
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -259,9 +263,17 @@ func (s *Service) logViolation(ctx context.Context, c engine.Caller, raw json.Ra
 		}
 		v = store.Violation{ExamID: a.ExamID, StudentID: c.User.ID, StudentName: sess.StudentName,
 			Type: a.Type, Detail: a.Detail, ClientTS: a.ClientTS, ClientID: a.ClientID}
-		// Past the cap the count stays exact but the row is not kept; with a
-		// client id it is kept anyway, so that a retry finds it.
-		keep := sess.ViolationCount < s.cfg.ViolationDetailCap || a.ClientID != ""
+		// Past the caps (in all, and per minute: a flood of blur events must
+		// not bury the stream) the count stays exact but the row is not
+		// kept; with a client id it is kept anyway, so that a retry finds it.
+		keep := a.ClientID != ""
+		if !keep && sess.ViolationCount < s.cfg.ViolationDetailCap {
+			recent, err := tx.Reader().ViolationsSince(ctx, a.ExamID, c.User.ID, tx.Now().Add(-time.Minute))
+			if err != nil {
+				return err
+			}
+			keep = recent < s.cfg.ViolationsPerMinute
+		}
 		if v, err = tx.AddViolation(v, keep); err != nil {
 			return err
 		}
@@ -335,7 +347,7 @@ func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json
 		return engine.Plan{}, err
 	}
 	return engine.Plan{
-		Share:   a.ExamID,
+		Args: a, Share: a.ExamID,
 		Recheck: s.watcher(c.User, a.ExamID), RecheckKeys: []string{exam.Key(a.ExamID)},
 		List: &engine.List{
 			Key: sessionsKey(a.ExamID),
@@ -383,6 +395,7 @@ func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawM
 		return engine.Plan{}, err
 	}
 	return engine.Plan{
+		Args:    a,
 		Keys:    []string{sessionKey(a.ExamID, a.StudentID)},
 		Share:   a.ExamID + "\x00" + a.StudentID,
 		Recheck: recheck, RecheckKeys: []string{exam.Key(a.ExamID)},
@@ -428,6 +441,7 @@ func (s *Service) getViolations(ctx context.Context, c engine.Caller, raw json.R
 		return engine.Plan{}, err
 	}
 	return engine.Plan{
+		Args:    a,
 		Share:   fmt.Sprintf("%s\x00%d", a.ExamID, limit),
 		Recheck: s.watcher(c.User, a.ExamID), RecheckKeys: []string{exam.Key(a.ExamID)},
 		List: &engine.List{

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"net"
 	"errors"
 	"io"
 	"net/http"
@@ -101,6 +102,13 @@ func (s *Server) apiCall(c echo.Context) error {
 func (s *Server) apiQuery(c echo.Context) error {
 	u, err := s.bearer(c)
 	if err != nil {
+		return err
+	}
+	var addr net.Addr
+	if a, err := net.ResolveTCPAddr("tcp", c.Request().RemoteAddr); err == nil {
+		addr = a
+	}
+	if err := s.admitRead(u.ID, addr); err != nil {
 		return err
 	}
 	body, err := s.readBody(c)

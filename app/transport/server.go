@@ -72,6 +72,9 @@ type Options struct {
 	MaxSubs           int           // subscriptions per socket; default 200
 	CallRate          float64       // calls per second per user, sustained; default 20
 	CallBurst         float64       // default 60
+	SubRate           float64       // subscriptions and HTTP queries per second per user; default 20
+	SubBurst          float64       // default 200 (a reconnect re-subscribes everything at once)
+	MaxSocketsPerUser int           // sockets one user may have open; default 10
 	ReadHeaderTimeout time.Duration // default 10 s
 	IdleTimeout       time.Duration // keep-alive connections idle this long are closed; default 120 s
 	DrainTimeout      time.Duration // Shutdown waits this long for queued frames; default 5 s
@@ -85,13 +88,15 @@ type Server struct {
 	mel     *melody.Melody
 	log     *slog.Logger
 	clock   clockwork.Clock
-	limits  *limiter
+	limits  *limiter // calls per user
+	reads   *limiter // subscriptions and queries per user (or per address when anonymous)
 	metrics *metrics.Metrics
 
 	nextConn    atomic.Uint64
 	queuedBytes atomic.Int64
 	connsMu     sync.Mutex
 	conns       map[uint64]*wsConn
+	byUser      map[string]int // authenticated sockets per user
 	httpSrv     *http.Server
 }
 
@@ -113,6 +118,9 @@ func New(opts Options) *Server {
 	setDefault(&opts.MaxSubs, 200)
 	setDefault(&opts.CallRate, 20)
 	setDefault(&opts.CallBurst, 60)
+	setDefault(&opts.SubRate, 20)
+	setDefault(&opts.SubBurst, 200)
+	setDefault(&opts.MaxSocketsPerUser, 10)
 	setDefault(&opts.ReadHeaderTimeout, 10*time.Second)
 	setDefault(&opts.IdleTimeout, 120*time.Second)
 	setDefault(&opts.DrainTimeout, 5*time.Second)
@@ -120,7 +128,9 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts: opts, log: opts.Logger, clock: opts.Clock, metrics: opts.Metrics,
 		limits: newLimiter(opts.Clock, opts.CallRate, opts.CallBurst),
+		reads:  newLimiter(opts.Clock, opts.SubRate, opts.SubBurst),
 		conns:  map[uint64]*wsConn{},
+		byUser: map[string]int{},
 	}
 	s.metrics.Gauge("invigil_ws_send_queue_bytes", "Bytes of frames waiting in sockets' send queues.",
 		func() float64 { return float64(s.queuedBytes.Load()) })
@@ -277,6 +287,26 @@ func (s *Server) track(c *wsConn, open bool) {
 		s.conns[c.id] = c
 	} else {
 		delete(s.conns, c.id)
+	}
+}
+
+// claimSocket counts one more socket for user; false when they have the
+// most they may.
+func (s *Server) claimSocket(user string) bool {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if s.byUser[user] >= s.opts.MaxSocketsPerUser {
+		return false
+	}
+	s.byUser[user]++
+	return true
+}
+
+func (s *Server) releaseSocket(user string) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if s.byUser[user]--; s.byUser[user] <= 0 {
+		delete(s.byUser, user)
 	}
 }
 

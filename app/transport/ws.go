@@ -197,6 +197,9 @@ func (c *wsConn) closed() {
 		}
 	}
 	c.q.close()
+	if user != "" {
+		c.srv.releaseSocket(user)
+	}
 	c.setRole("")
 	c.srv.track(c, false)
 	c.srv.log.Info("socket closed", "conn", c.id, "user_id", user)
@@ -346,6 +349,15 @@ func (c *wsConn) auth(token string) {
 		c.sendError("", apperr.New(apperr.Unauthenticated, "this socket belongs to another user: reconnect to switch"))
 		return
 	}
+	if c.user.ID == "" && !c.srv.claimSocket(u.ID) {
+		c.mu.Unlock()
+		// One user cannot hold the server's sockets: this one is refused,
+		// and closed once the client has read why.
+		c.sendError("", &apperr.Error{Code: apperr.RateLimited, RetryAfterMs: 10_000,
+			Message: fmt.Sprintf("at most %d sockets per user: close another tab", c.srv.opts.MaxSocketsPerUser)})
+		c.closeSoon(retryAfterClose(10 * time.Second))
+		return
+	}
 	changed := c.user.ID != "" && c.user != u
 	c.user, c.exp = u, exp
 	stop(c.expiry)
@@ -426,7 +438,12 @@ func (c *wsConn) subscribe(f inFrame) {
 		c.sendError(f.ID, apperr.New(apperr.InvalidArgument, "sub needs an id and a query"))
 		return
 	}
-	if _, err := c.caller(); err != nil && !c.srv.opts.Engine.IsPublic(f.Query) {
+	caller, err := c.caller()
+	if err != nil && !c.srv.opts.Engine.IsPublic(f.Query) {
+		c.sendError(f.ID, err)
+		return
+	}
+	if err := c.srv.admitRead(caller.User.ID, c.ms.RemoteAddr()); err != nil {
 		c.sendError(f.ID, err)
 		return
 	}
@@ -471,7 +488,7 @@ func (c *wsConn) open(id string, ws *wsSub) {
 	// A token that expired meanwhile leaves it to be resumed with the others.
 	keep := err == nil && current && !(c.paused.Load() && !public)
 	if keep {
-		ws.sub = sub
+		ws.sub, ws.args = sub, sub.Args() // keep only what the query read
 	} else if current && err != nil {
 		delete(c.subs, id)
 	}
@@ -560,6 +577,32 @@ func (s *Server) invoke(caller engine.Caller, fn string, args json.RawMessage) (
 		return nil, err
 	}
 	return b, nil
+}
+
+// closeSoon closes the socket with msg after what is queued before it.
+func (c *wsConn) closeSoon(msg []byte) {
+	if c.ms != nil {
+		c.ms.CloseWithMsg(msg)
+	}
+}
+
+// retryAfterClose is a close frame telling the client when to come back.
+func retryAfterClose(d time.Duration) []byte {
+	return websocket.FormatCloseMessage(websocket.CloseTryAgainLater, fmt.Sprintf("retry_after_ms=%d", d.Milliseconds()))
+}
+
+// admitRead spends a subscription's or query's token for user (or, for an
+// anonymous reader, for its address).
+func (s *Server) admitRead(user string, addr net.Addr) error {
+	key := user
+	if key == "" && addr != nil {
+		host, _, _ := net.SplitHostPort(addr.String())
+		key = "anon:" + host
+	}
+	if wait := s.reads.take(key); wait > 0 {
+		return &apperr.Error{Code: apperr.RateLimited, Message: "too many subscriptions and queries", RetryAfterMs: wait.Milliseconds() + 1}
+	}
+	return nil
 }
 
 // closeFrame is the close frame sockets get when the server shuts down.
