@@ -27,7 +27,7 @@ var (
 )
 
 // bootWithExams starts invigil with open exams e1 (tutor-1) and e2 (tutor-2).
-func bootWithExams(t *testing.T, opts ...apptest.Option) *apptest.Harness {
+func bootWithExams(t testing.TB, opts ...apptest.Option) *apptest.Harness {
 	t.Helper()
 	h := apptest.Boot(t, opts...)
 	h.Exam(exam.Registration{ExamID: "e1", Title: "Exam one", TutorIDs: []string{tutor1.ID}, Status: exam.Open})

@@ -43,7 +43,7 @@ var (
 	keys     testKeys
 )
 
-func mustKeys(t *testing.T) testKeys {
+func mustKeys(t testing.TB) testKeys {
 	t.Helper()
 	keysOnce.Do(func() {
 		keys = testKeys{
@@ -56,7 +56,7 @@ func mustKeys(t *testing.T) testKeys {
 	return keys
 }
 
-func mustECDSA(t *testing.T) *ecdsa.PrivateKey {
+func mustECDSA(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -65,7 +65,7 @@ func mustECDSA(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-func mustRSA(t *testing.T) *rsa.PrivateKey {
+func mustRSA(t testing.TB) *rsa.PrivateKey {
 	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -74,7 +74,7 @@ func mustRSA(t *testing.T) *rsa.PrivateKey {
 	return k
 }
 
-func mustKey(t *testing.T, raw any, kid string, alg jwa.SignatureAlgorithm) jwk.Key {
+func mustKey(t testing.TB, raw any, kid string, alg jwa.SignatureAlgorithm) jwk.Key {
 	t.Helper()
 	k, err := jwk.FromRaw(raw)
 	if err != nil {
@@ -88,7 +88,7 @@ func mustKey(t *testing.T, raw any, kid string, alg jwa.SignatureAlgorithm) jwk.
 	return k
 }
 
-func mustPublic(t *testing.T, k jwk.Key) jwk.Key {
+func mustPublic(t testing.TB, k jwk.Key) jwk.Key {
 	t.Helper()
 	pub, err := k.PublicKey()
 	if err != nil {
@@ -108,7 +108,7 @@ type jwksServer struct {
 	gate    chan struct{} // when set, requests wait for it (a hanging Supabase)
 }
 
-func mustJWKSServer(t *testing.T, keys ...jwk.Key) *jwksServer {
+func mustJWKSServer(t testing.TB, keys ...jwk.Key) *jwksServer {
 	t.Helper()
 	s := &jwksServer{}
 	for _, k := range keys {
@@ -119,7 +119,7 @@ func mustJWKSServer(t *testing.T, keys ...jwk.Key) *jwksServer {
 	return s
 }
 
-func (s *jwksServer) add(t *testing.T, private jwk.Key) {
+func (s *jwksServer) add(t testing.TB, private jwk.Key) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -187,7 +187,7 @@ func (s *jwksServer) url() string { return s.URL + "/auth/v1/.well-known/jwks.js
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func mustVerifier(t *testing.T, cfg Config) *Verifier {
+func mustVerifier(t testing.TB, cfg Config) *Verifier {
 	t.Helper()
 	if cfg.Issuer == "" {
 		cfg.Issuer = testIssuer
@@ -233,7 +233,7 @@ func claims(now time.Time, over map[string]any) map[string]any {
 
 // mustSign signs claims with key (a jwk.Key or raw HMAC bytes), putting kid
 // in the header when non-empty.
-func mustSign(t *testing.T, alg jwa.SignatureAlgorithm, key any, kid string, c map[string]any) string {
+func mustSign(t testing.TB, alg jwa.SignatureAlgorithm, key any, kid string, c map[string]any) string {
 	t.Helper()
 	payload, err := json.Marshal(c)
 	if err != nil {
@@ -449,7 +449,7 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-func mustECDSA384(t *testing.T) *ecdsa.PrivateKey {
+func mustECDSA384(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {

@@ -378,3 +378,6 @@ func (e *Engine) HasFunc(name string) bool { _, ok := e.funcs[name]; return ok }
 
 // Funcs lists the registered functions' names.
 func (e *Engine) Funcs() []string { return slices.Sorted(maps.Keys(e.funcs)) }
+
+// Queries lists the registered queries' names.
+func (e *Engine) Queries() []string { return slices.Sorted(maps.Keys(e.queries)) }

@@ -122,11 +122,12 @@ func (s *Server) serveWS(c echo.Context) error {
 // sinks run under the engine's instance locks and touch only the send
 // queue and atomics, so no sink can wait for a lock a closer holds.
 type wsConn struct {
-	srv *Server
-	id  uint64
-	rec *hijackRecorder
-	ms  *melody.Session
-	q   *sendQueue
+	srv    *Server
+	id     uint64
+	rec    *hijackRecorder
+	ms     *melody.Session
+	q      *sendQueue
+	remote net.Addr // the client's address (anonymous readers' budget is per address)
 
 	killed atomic.Bool
 	// paused: the token expired; waiting for a fresh auth. Changed under
@@ -153,10 +154,10 @@ type wsSub struct {
 }
 
 func (c *wsConn) start(ms *melody.Session) {
-	c.ms = ms
+	c.ms, c.remote = ms, ms.RemoteAddr()
 	c.srv.track(c, true)
 	c.setRole("anonymous")
-	c.srv.log.Info("socket open", "conn", c.id, "remote", ms.RemoteAddr().String())
+	c.srv.log.Info("socket open", "conn", c.id, "remote", c.remote.String())
 	c.mu.Lock()
 	c.authTimeout = c.srv.clock.AfterFunc(c.srv.opts.AuthTimeout, func() {
 		c.mu.Lock()
@@ -443,7 +444,7 @@ func (c *wsConn) subscribe(f inFrame) {
 		c.sendError(f.ID, err)
 		return
 	}
-	if err := c.srv.admitRead(caller.User.ID, c.ms.RemoteAddr()); err != nil {
+	if err := c.srv.admitRead(caller.User.ID, c.remote); err != nil {
 		c.sendError(f.ID, err)
 		return
 	}

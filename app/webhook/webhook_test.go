@@ -20,7 +20,7 @@ const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 var epoch = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 
-func mustVerifier(t *testing.T, secret string, clock clockwork.Clock) *Verifier {
+func mustVerifier(t testing.TB, secret string, clock clockwork.Clock) *Verifier {
 	t.Helper()
 	v, err := NewVerifier(secret, clock)
 	if err != nil {
