@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		Verifier:          a.Verifier,
 		Hooks:             hooks,
 		HookAuth:          hookAuth,
-		Health:            db.Ping,
+		Health:            db.Health,
 		AllowedOrigins:    cfg.AllowedOrigins,
 		Static:            d.Static,
 		Pages:             pages,

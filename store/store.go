@@ -88,6 +88,7 @@ type DB struct {
 	closeOnce sync.Once
 
 	committed atomic.Uint64
+	health    health
 	hooksMu   sync.RWMutex
 	hooks     []CommitHook
 }
@@ -194,19 +195,6 @@ func (db *DB) Close() error {
 	})
 	<-db.stopped
 	return errors.Join(db.rstmts.close(), db.read.Close(), db.stmts.close(), db.write.Close(), db.writeDB.Close())
-}
-
-// Ping reports whether the database answers, for reads and for writes
-// (/healthz): a full disk or an I/O error makes it fail.
-func (db *DB) Ping(ctx context.Context) error {
-	var one int
-	if err := db.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-		return err
-	}
-	return db.Update(ctx, func(tx *Tx) error {
-		_, err := tx.exec(`UPDATE meta SET value = ? WHERE key = 'health'`, FormatTime(tx.now))
-		return err
-	})
 }
 
 // Path is the database file.
@@ -333,6 +321,7 @@ func (db *DB) commit(batch []*writeReq) {
 		}
 	}
 	fail := func(err error) {
+		db.health.noteWrite(err)
 		for _, r := range batch {
 			r.err = err
 		}
@@ -362,6 +351,8 @@ func (db *DB) commit(batch []*writeReq) {
 		}
 		if r.err == nil {
 			changes.merge(tx.changes)
+		} else if diskError(r.err) {
+			db.health.noteWrite(r.err)
 		}
 	}
 	if err := sqlTx.Commit(); err != nil {
@@ -369,6 +360,7 @@ func (db *DB) commit(batch []*writeReq) {
 		return
 	}
 	seq := db.committed.Add(1)
+	db.health.noteWrite(nil)
 	if db.observe != nil {
 		db.observe(len(batch), time.Since(started))
 	}
