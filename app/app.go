@@ -154,7 +154,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 	a.Exams = exam.NewRegistry(db)
 	a.Proctoring = proctoring.New(db, a.Exams, proctoring.Config{
 		HeartbeatMinInterval: cfg.HeartbeatMin, DisconnectAfter: cfg.DisconnectAfter,
-		ViolationDetailCap: cfg.ViolationDetailCap, Logger: d.Logger,
+		ViolationDetailCap: cfg.ViolationDetailCap, ViolationsPerMinute: cfg.ViolationsPerMinute, Logger: d.Logger,
 	})
 	a.Proctoring.Register(a.Engine)
 	a.registerMetrics()
@@ -166,6 +166,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		Hooks:             hooks,
 		HookAuth:          hookAuth,
 		Health:            db.Health,
+		Backlog:           db.Backlog,
 		AllowedOrigins:    cfg.AllowedOrigins,
 		Static:            d.Static,
 		Pages:             pages,
@@ -181,6 +182,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		IdleTimeout:       cfg.IdleTimeout,
 		DrainTimeout:      cfg.DrainTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
+		StallLag:          cfg.StallLag,
 	})
 	var jobNames []string
 	for _, j := range a.Jobs() {

@@ -37,6 +37,9 @@ type Config struct {
 	// ViolationDetailCap is how many violation rows a session keeps (the
 	// count stays exact past it); 0 is the default, 500.
 	ViolationDetailCap int
+	// ViolationsPerMinute is how many violation rows a session keeps per
+	// minute (the count stays exact past it); 0 is the default, 60.
+	ViolationsPerMinute int
 
 	// SendQueueBytes is how many bytes of frames a socket may have waiting
 	// before it is closed as too slow; 0 is the default, 4 MiB.
@@ -49,6 +52,9 @@ type Config struct {
 	// WriteTimeout closes a socket whose write blocked this long (its client
 	// stopped reading); 0 is the default, 10 s.
 	WriteTimeout time.Duration
+	// StallLag: the process this late on its 100 ms tick counts as past
+	// capacity (overload control); 0 is the default, 250 ms.
+	StallLag time.Duration
 }
 
 // setting is one configuration item: its environment variable, its flag

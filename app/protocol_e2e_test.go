@@ -316,7 +316,8 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	h := bootWithExams(t, apptest.WithConfig(func(c *app.Config) {
 		c.SendQueueBytes = 64 << 10
 		c.WriteTimeout = 2 * time.Second
-		c.ViolationDetailCap = 1 << 20 // every write keeps changing the newest 500
+		c.ViolationDetailCap = 1 << 20
+		c.ViolationsPerMinute = 1 << 20 // every write keeps changing the newest 500
 	}))
 	url := "ws" + strings.TrimPrefix(h.URL, "http") + "/ws"
 	slow, _, err := websocket.DefaultDialer.Dial(url, nil)

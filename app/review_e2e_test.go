@@ -43,6 +43,7 @@ func TestSlowSocketRacingExpiryAndClose(t *testing.T) {
 	h := bootWithExams(t, apptest.WithConfig(func(c *app.Config) {
 		c.SendQueueBytes = 32 << 10
 		c.ViolationDetailCap = 1 << 20
+		c.ViolationsPerMinute = 1 << 20
 	}))
 	good := h.Dial(nil)
 	good.Send(map[string]string{"type": "auth", "token": h.TokenTTL(tutor1, 1000*time.Hour)})

@@ -197,6 +197,10 @@ func (db *DB) Close() error {
 	return errors.Join(db.rstmts.close(), db.read.Close(), db.stmts.close(), db.write.Close(), db.writeDB.Close())
 }
 
+// Backlog is how full the writer's queue is, from 0 to 1: past a half,
+// writes arrive faster than they commit.
+func (db *DB) Backlog() float64 { return float64(len(db.queue)) / float64(cap(db.queue)) }
+
 // Path is the database file.
 func (db *DB) Path() string { return db.path }
 

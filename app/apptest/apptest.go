@@ -94,6 +94,9 @@ func Boot(t testing.TB, opts ...Option) *Harness {
 	cfg.DB = filepath.Join(t.TempDir(), "invigil.db")
 	cfg.SupabaseURL = strings.TrimSuffix(Issuer, "/auth/v1")
 	cfg.WebhookSecret = HookSecret
+	// A loaded test machine stalls now and then; tests of behaviour must not
+	// see overload control shed their sockets (its own tests set this).
+	cfg.StallLag = time.Minute
 	deps := app.Deps{
 		Schema: storetest.Schema(t), Static: static.FS, Clock: fake,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -25,6 +25,7 @@ type Metrics struct {
 
 	Sockets     *prometheus.GaugeVec // role
 	SlowClosed  prometheus.Counter
+	Shed        prometheus.Counter
 	PushLatency prometheus.Histogram
 
 	OutboxDelivered prometheus.Counter
@@ -60,6 +61,9 @@ func New() *Metrics {
 		SlowClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "invigil_ws_slow_closed_total", Help: "Sockets closed because they could not keep up with their frames.",
 		}),
+		Shed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "invigil_shed_total", Help: "New sockets, subscriptions and queries refused (rate_limited) because the server was past its capacity.",
+		}),
 		PushLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "invigil_push_latency_seconds", Help: "From a change's commit to the frame that carries it written to a socket.",
 			Buckets: latencyBuckets,
@@ -90,7 +94,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.Calls, m.CallDuration, m.Hooks, m.Sockets, m.SlowClosed, m.PushLatency,
+		m.Calls, m.CallDuration, m.Hooks, m.Sockets, m.SlowClosed, m.Shed, m.PushLatency,
 		m.OutboxDelivered, m.OutboxAttempts, m.JobRuns, m.JobErrors, m.JobDuration, m.StoreBatch, m.StoreCommit,
 	)
 	// Known label values start at zero, so that rates and alerts see a

@@ -2,9 +2,9 @@ package transport
 
 import (
 	"context"
-	"net"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -109,6 +109,9 @@ func (s *Server) apiQuery(c echo.Context) error {
 		addr = a
 	}
 	if err := s.admitRead(u.ID, addr); err != nil {
+		return err
+	}
+	if err := s.overloaded(); err != nil {
 		return err
 	}
 	body, err := s.readBody(c)

@@ -47,6 +47,9 @@ type Options struct {
 	Verifier Verifier
 	Hooks    map[string]HookHandler // by path under /hooks/, e.g. "exams"
 	HookAuth HookVerifier           // nil: hooks are refused
+	// Backlog is how full the store's writer queue is, 0 to 1 (overload
+	// control sheds new work past half); nil is never full.
+	Backlog func() float64
 	// Health reports whether the service can serve (the database answers
 	// reads and writes); nil is always healthy.
 	Health func(ctx context.Context) error
@@ -79,6 +82,7 @@ type Options struct {
 	IdleTimeout       time.Duration // keep-alive connections idle this long are closed; default 120 s
 	DrainTimeout      time.Duration // Shutdown waits this long for queued frames; default 5 s
 	WriteTimeout      time.Duration // a socket write blocked this long closes it (client too slow); default 10 s
+	StallLag          time.Duration // the process this late on a 100 ms tick is past capacity; default 250 ms
 }
 
 // Server is the HTTP and WebSocket front of invigil.
@@ -88,6 +92,7 @@ type Server struct {
 	mel     *melody.Melody
 	log     *slog.Logger
 	clock   clockwork.Clock
+	load    *loadMonitor
 	limits  *limiter // calls per user
 	reads   *limiter // subscriptions and queries per user (or per address when anonymous)
 	metrics *metrics.Metrics
@@ -125,6 +130,7 @@ func New(opts Options) *Server {
 	setDefault(&opts.IdleTimeout, 120*time.Second)
 	setDefault(&opts.DrainTimeout, 5*time.Second)
 	setDefault(&opts.WriteTimeout, 10*time.Second)
+	setDefault(&opts.StallLag, 250*time.Millisecond)
 	s := &Server{
 		opts: opts, log: opts.Logger, clock: opts.Clock, metrics: opts.Metrics,
 		limits: newLimiter(opts.Clock, opts.CallRate, opts.CallBurst),
@@ -132,6 +138,8 @@ func New(opts Options) *Server {
 		conns:  map[uint64]*wsConn{},
 		byUser: map[string]int{},
 	}
+	s.load = newLoadMonitor(opts.StallLag)
+	go s.keepAlive()
 	s.metrics.Gauge("invigil_ws_send_queue_bytes", "Bytes of frames waiting in sockets' send queues.",
 		func() float64 { return float64(s.queuedBytes.Load()) })
 	s.echo = echo.New()
@@ -256,6 +264,7 @@ drain:
 		}
 	}
 	s.mel.Close()
+	s.load.stop()
 	if srv == nil {
 		return s.echo.Shutdown(ctx)
 	}

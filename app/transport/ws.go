@@ -158,6 +158,12 @@ func (c *wsConn) start(ms *melody.Session) {
 	c.srv.track(c, true)
 	c.setRole("anonymous")
 	c.srv.log.Info("socket open", "conn", c.id, "remote", c.remote.String())
+	if err := c.srv.overloaded(); err != nil {
+		// Past capacity: this socket comes back later; the others stay served.
+		c.sendError("", err)
+		c.closeSoon(retryAfterClose(time.Duration(apperr.As(err).RetryAfterMs) * time.Millisecond))
+		return
+	}
 	c.mu.Lock()
 	c.authTimeout = c.srv.clock.AfterFunc(c.srv.opts.AuthTimeout, func() {
 		c.mu.Lock()
@@ -286,6 +292,10 @@ func (c *wsConn) handle(b []byte) {
 			c.sendError(f.ID, apperr.New(apperr.Internal, "internal error"))
 		}
 	}()
+	// Any frame is a sign of life, as a pong is (melody counts only pongs).
+	if c.rec.conn != nil {
+		c.rec.conn.SetReadDeadline(time.Now().Add(c.srv.opts.DisconnectAfter))
+	}
 	if len(b) > c.srv.opts.MaxFrameBytes {
 		c.sendError("", apperr.New(apperr.TooLarge, "frames are at most %d bytes", c.srv.opts.MaxFrameBytes))
 		return
@@ -445,6 +455,10 @@ func (c *wsConn) subscribe(f inFrame) {
 		return
 	}
 	if err := c.srv.admitRead(caller.User.ID, c.remote); err != nil {
+		c.sendError(f.ID, err)
+		return
+	}
+	if err := c.srv.overloaded(); err != nil {
 		c.sendError(f.ID, err)
 		return
 	}
