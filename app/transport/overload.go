@@ -24,11 +24,14 @@ const (
 	backlogLimit = 0.5             // of the writer queue's capacity
 )
 
-// loadMonitor watches the process's scheduling lag.
+// loadMonitor watches the process's scheduling lag. One late tick (a GC
+// pause, a burst) is a stall: pongs may have gone unread, so deadlines are
+// extended. Lag that stays high (its moving average past the threshold) is
+// overload: new work is shed.
 type loadMonitor struct {
 	stallLag  time.Duration // a tick this late: the process is behind
 	lastStall atomic.Int64  // unix nanoseconds of the last late tick
-	maxLag    atomic.Int64  // the worst lag seen since the last read (metrics)
+	avgLag    atomic.Int64  // moving average of the lag, nanoseconds
 	done      chan struct{}
 }
 
@@ -53,9 +56,8 @@ func (m *loadMonitor) run() {
 			if lag > m.stallLag {
 				m.markStalled()
 			}
-			if int64(lag) > m.maxLag.Load() {
-				m.maxLag.Store(int64(lag))
-			}
+			// Over about a second of ticks.
+			m.avgLag.Store((m.avgLag.Load()*7 + int64(lag)*3) / 10)
 		}
 	}
 }
@@ -68,12 +70,15 @@ func (m *loadMonitor) stalled() bool {
 	return last != 0 && time.Since(time.Unix(0, last)) < stallMemory
 }
 
+// overloaded reports lag that stayed high, not a single pause.
+func (m *loadMonitor) overloaded() bool { return time.Duration(m.avgLag.Load()) > m.stallLag }
+
 func (m *loadMonitor) stop() { close(m.done) }
 
 // shed reports whether new work must wait, and for how long (2 to 10 s,
 // spread so that refused clients do not come back together).
 func (s *Server) shed() (time.Duration, bool) {
-	if !s.load.stalled() && (s.opts.Backlog == nil || s.opts.Backlog() < backlogLimit) {
+	if !s.load.overloaded() && (s.opts.Backlog == nil || s.opts.Backlog() < backlogLimit) {
 		return 0, false
 	}
 	return 2*time.Second + rand.N(8*time.Second), true
