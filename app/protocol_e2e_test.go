@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -368,4 +369,76 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		}
 	}
 	t.Logf("closed after %d writes; slow_closed_total=%v", writes, metric(t, h, "invigil_ws_slow_closed_total"))
+}
+
+// TestSlowConsumerCostsOthersNothing: a dashboard that stops reading is
+// closed within the write timeout, its queue's memory released, and the
+// other sockets' round trips do not move while it hangs (measured: pings
+// of a third socket, with and without the slow one, under the same writes).
+func TestSlowConsumerCostsOthersNothing(t *testing.T) {
+	h := bootWithExams(t, apptest.WithRealClock(), apptest.WithConfig(func(c *app.Config) {
+		c.WriteTimeout = 3 * time.Second
+		c.ViolationDetailCap = 1 << 20
+		c.ViolationsPerMinute = 1 << 20
+	}))
+	ctx := t.Context()
+	as := engine.Caller{User: student1}
+	if _, err := h.App.Engine.Call(ctx, as, "proctoring.startSession", json.RawMessage(`{"exam_id":"e1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	other := h.DialAs(tutor2)
+	violation := json.RawMessage(`{"exam_id":"e1","type":"copy","detail":"` + strings.Repeat("x", 1000) + `"}`)
+	// rtts writes for d and times pings of the other socket meanwhile.
+	rtts := func(d time.Duration) []time.Duration {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h.App.Engine.Call(ctx, as, "proctoring.logViolation", violation)
+			}
+		})
+		var out []time.Duration
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			start := time.Now()
+			pingPong(t, other)
+			out = append(out, time.Since(start))
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(stop)
+		wg.Wait()
+		slices.Sort(out)
+		return out
+	}
+	p99 := func(d []time.Duration) time.Duration { return d[len(d)*99/100] }
+	without := rtts(2 * time.Second)
+
+	url := "ws" + strings.TrimPrefix(h.URL, "http") + "/ws"
+	slow, _, err := smallReadBufferDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.WriteJSON(map[string]any{"type": "auth", "token": h.Token(tutor1)})
+	slow.WriteJSON(map[string]any{"type": "sub", "id": "q1", "query": "proctoring.getViolations", "deltas": true,
+		"args": map[string]any{"exam_id": "e1", "limit": 500}})
+	opened := time.Now()
+	with := rtts(2 * time.Second)
+	for metric(t, h, "invigil_ws_slow_closed_total") < 1 {
+		if time.Since(opened) > 15*time.Second {
+			t.Fatal("the slow socket was not closed within 15 s")
+		}
+		h.App.Engine.Call(ctx, as, "proctoring.logViolation", violation)
+	}
+	closedAfter := time.Since(opened)
+	waitFor(t, func() bool { return metric(t, h, "invigil_ws_send_queue_bytes") == 0 })
+	t.Logf("slow socket closed after %v; other socket's ping p99 %v without it, %v with it",
+		closedAfter.Round(time.Millisecond), p99(without), p99(with))
+	if limit := max(3*p99(without), p99(without)+25*time.Millisecond); p99(with) > limit {
+		t.Fatalf("a slow consumer moved another socket's p99 from %v to %v", p99(without), p99(with))
+	}
 }
