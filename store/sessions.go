@@ -181,6 +181,28 @@ func (tx *Tx) StartSession(examID, studentID, name string) (Session, error) {
 	return tx.Reader().Session(tx.ctx, examID, studentID)
 }
 
+// Beat records a heartbeat in one statement when the session may take it:
+// it exists, is not submitted, and, if active, had its last heartbeat no
+// later than notAfter. It returns the session's id, or "" when it took
+// nothing (read the session to know why: the rare path).
+func (tx *Tx) Beat(examID, studentID string, question, answered int, network string, notAfter time.Time) (string, error) {
+	var net any
+	if network != "" {
+		net = network
+	}
+	now := FormatTime(tx.now)
+	var id string
+	err := tx.stmt(tx.db.stmts.beat).QueryRowContext(tx.ctx, question, answered, net, now, now,
+		examID, studentID, FormatTime(notAfter)).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("heartbeat %s/%s: %w", examID, studentID, err)
+	}
+	return id, nil
+}
+
 // Heartbeat records progress and makes the session active.
 func (tx *Tx) Heartbeat(examID, studentID string, question, answered int, network string) error {
 	var net any

@@ -18,9 +18,13 @@ type statements struct {
 	violationsByID    *sql.Stmt
 	startSession      *sql.Stmt
 	heartbeat         *sql.Stmt
+	beat              *sql.Stmt
 	setStatus         *sql.Stmt
 	countViolation    *sql.Stmt
 	insertViolation   *sql.Stmt
+	savepoint         *sql.Stmt
+	rollbackTo        *sql.Stmt
+	release           *sql.Stmt
 }
 
 // prepare prepares every statement on p.
@@ -78,6 +82,11 @@ func (s *statements) list() []struct {
 		{&s.heartbeat, `UPDATE exam_sessions SET status = 'active', current_question = ?, answered_count = ?,
 			network = coalesce(?, network), last_heartbeat = ?, last_beat_at = ?
 			WHERE exam_id = ? AND student_id = ?`},
+		{&s.beat, `UPDATE exam_sessions SET status = 'active', current_question = ?, answered_count = ?,
+			network = coalesce(?, network), last_heartbeat = ?, last_beat_at = ?
+			WHERE exam_id = ? AND student_id = ? AND status <> 'submitted'
+				AND NOT (status = 'active' AND last_beat_at IS NOT NULL AND last_beat_at > ?)
+			RETURNING id`},
 		{&s.setStatus, `UPDATE exam_sessions SET status = ?,
 			disconnects = disconnects + (? = 'disconnected'),
 			ended_at = CASE WHEN ? = 'submitted' THEN ? ELSE ended_at END
@@ -85,6 +94,9 @@ func (s *statements) list() []struct {
 		{&s.countViolation, `UPDATE exam_sessions SET violation_count = violation_count + 1,
 			violations_by_type = json_set(violations_by_type, ?, coalesce(json_extract(violations_by_type, ?), 0) + 1),
 			last_violation_type = ?, last_violation_at = ? WHERE exam_id = ? AND student_id = ?`},
+		{&s.savepoint, `SAVEPOINT w`},
+		{&s.rollbackTo, `ROLLBACK TO w`},
+		{&s.release, `RELEASE w`},
 		{&s.insertViolation, `INSERT INTO violations
 			(id, exam_id, student_id, student_name, type, detail, client_ts, client_id, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},

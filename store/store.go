@@ -70,8 +70,7 @@ type CommitHook func(seq uint64, ch Changes)
 // DB is the store. It is safe for concurrent use.
 type DB struct {
 	path     string
-	write    *sql.Conn // the writer's own connection, with its prepared statements
-	writeDB  *sql.DB
+	write    *sql.DB // one connection: the writer's, with its prepared statements
 	read     *sql.DB
 	clock    clockwork.Clock
 	log      *slog.Logger
@@ -135,30 +134,28 @@ func Open(opts Options) (*DB, error) {
 	if err := migrate(ctx, w, opts.Schema); err != nil {
 		return fail(err)
 	}
-	conn, err := w.Conn(ctx)
+	// Prepared on the *sql.DB, not on a *sql.Conn: a transaction reuses a
+	// statement only when it was prepared that way (Tx.StmtContext
+	// re-prepares, and then closes, one that belongs to a Conn).
+	stmts, err := prepare(ctx, w)
 	if err != nil {
-		return fail(fmt.Errorf("store: writer connection: %w", err))
-	}
-	stmts, err := prepare(ctx, conn)
-	if err != nil {
-		conn.Close()
 		return fail(err)
 	}
 	r, err := sql.Open("sqlite", dsn(opts.Path, true))
 	if err != nil {
-		conn.Close()
+		stmts.close()
 		return fail(fmt.Errorf("store: open readers: %w", err))
 	}
 	r.SetMaxOpenConns(opts.Readers)
 	r.SetMaxIdleConns(opts.Readers)
 	rstmts, err := prepare(ctx, r)
 	if err != nil {
-		conn.Close()
+		stmts.close()
 		r.Close()
 		return fail(err)
 	}
 	db := &DB{
-		path: opts.Path, write: conn, writeDB: w, read: r, clock: opts.Clock, log: opts.Logger, maxBatch: opts.MaxBatch,
+		path: opts.Path, write: w, read: r, clock: opts.Clock, log: opts.Logger, maxBatch: opts.MaxBatch,
 		observe: opts.Observe, stmts: stmts, rstmts: rstmts,
 		queue:   make(chan *writeReq, 4*opts.MaxBatch),
 		stop:    make(chan struct{}),
@@ -194,7 +191,7 @@ func (db *DB) Close() error {
 		close(db.stop)
 	})
 	<-db.stopped
-	return errors.Join(db.rstmts.close(), db.read.Close(), db.stmts.close(), db.write.Close(), db.writeDB.Close())
+	return errors.Join(db.rstmts.close(), db.read.Close(), db.stmts.close(), db.write.Close())
 }
 
 // Backlog is how full the writer's queue is, from 0 to 1: past a half,
@@ -400,7 +397,7 @@ func (ch Changes) merge(w Changes) {
 // set when the savepoint itself could not be undone or released, which
 // means the transaction is no longer what the batch's writes expect.
 func runSavepoint(tx *Tx, fn func(*Tx) error) (err, broken error) {
-	if _, err := tx.tx.ExecContext(tx.ctx, "SAVEPOINT w"); err != nil {
+	if _, err := tx.stmt(tx.db.stmts.savepoint).ExecContext(tx.ctx); err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
 	}
 	defer func() {
@@ -408,12 +405,12 @@ func runSavepoint(tx *Tx, fn func(*Tx) error) (err, broken error) {
 			err = fmt.Errorf("store: write panicked: %v", p)
 		}
 		if err != nil {
-			if _, rbErr := tx.tx.ExecContext(tx.ctx, "ROLLBACK TO w"); rbErr != nil {
+			if _, rbErr := tx.stmt(tx.db.stmts.rollbackTo).ExecContext(tx.ctx); rbErr != nil {
 				broken = fmt.Errorf("rollback to savepoint: %w (after %w)", rbErr, err)
 				return
 			}
 		}
-		if _, relErr := tx.tx.ExecContext(tx.ctx, "RELEASE w"); relErr != nil {
+		if _, relErr := tx.stmt(tx.db.stmts.release).ExecContext(tx.ctx); relErr != nil {
 			broken = fmt.Errorf("release savepoint: %w", relErr)
 		}
 	}()
