@@ -22,6 +22,7 @@ import (
 	"invigil/app/engine"
 	"invigil/app/exam"
 	"invigil/app/jobs"
+	"invigil/app/leaderboard"
 	"invigil/app/metrics"
 	"invigil/app/proctoring"
 	"invigil/app/transport"
@@ -51,6 +52,7 @@ type App struct {
 	Engine     *engine.Engine
 	Exams      *exam.Registry
 	Proctoring *proctoring.Service
+	Scores     *leaderboard.Service // the kids' leaderboard
 	Server     *transport.Server
 	Verifier   *auth.Verifier
 	Metrics    *metrics.Metrics
@@ -155,12 +157,14 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		ViolationDetailCap: cfg.ViolationDetailCap, Logger: d.Logger,
 	})
 	a.Proctoring.Register(a.Engine)
+	a.Scores = leaderboard.New(db, d.Logger)
+	a.Scores.Register(a.Engine)
 	a.registerMetrics()
 
 	a.Server = transport.New(transport.Options{
 		Engine:            a.Engine,
 		Verifier:          a.Verifier,
-		Hooks:             map[string]transport.HookHandler{"exams": a.Exams.HandleHook},
+		Hooks:             map[string]transport.HookHandler{"exams": a.Exams.HandleHook, "scores": a.Scores.HandleHook},
 		HookAuth:          hookAuth,
 		Health:            db.Ping,
 		AllowedOrigins:    cfg.AllowedOrigins,
