@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -266,7 +267,13 @@ func (a *App) Run(ctx context.Context, l net.Listener) error {
 	go func() {
 		defer close(simDone)
 		if a.Config.Demo {
+			// The demo quiz's scores go through the real hook, over HTTP, to l.
+			var scores sync.WaitGroup
+			scores.Go(func() {
+				demo.PushScores(simCtx, "http://"+l.Addr().String(), a.Config.WebhookSecret, a.clock, a.log, a.Scores.Reset)
+			})
 			demo.Simulate(simCtx, a.Engine, a.Config.DemoStudents, a.clock, a.log, a.Proctoring.ResetSession)
+			scores.Wait()
 		}
 	}()
 	served := make(chan error, 1)
