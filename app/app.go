@@ -69,6 +69,7 @@ var Pages = map[string]string{
 	"/":                 "index.html",
 	"/proctor/:exam_id": "proctor.html",
 	"/exam/:exam_id":    "exam.html",
+	"/kids/:quiz_code":  "kids.html", // the leaderboard's projector, public
 }
 
 // New opens the store and builds everything; Close undoes it. With
