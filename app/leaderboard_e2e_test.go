@@ -115,7 +115,7 @@ func TestLeaderboardOrder(t *testing.T) {
 		{name: "three-way tie at the top", plays: []play{{"A", 10, 10, 5}, {"B", 10, 10, 5}, {"D", 3, 10, 1}, {"C", 10, 10, 5}},
 			want: []string{"1 A", "1 B", "1 C", "4 D"}},
 		{name: "equal score, a microsecond apart, do not tie", plays: []play{{"B", 6, 10, 0}, {"A", 6, 10, 0}},
-			want: []string{"1 B", "2 A"}}, // see the sub-second case below
+			want: []string{"1 B", "2 A"}}, // submitted a microsecond apart: set in the loop below
 		{name: "fractional scores", plays: []play{{"Nine", 9, 10, 1}, {"NineHalf", 9.5, 10, 2}, {"NineQuarter", 9.25, 10, 3}},
 			want: []string{"1 NineHalf", "2 NineQuarter", "3 Nine"}},
 		{name: "score over max_score of another row: the score ranks, not the percentage", plays: []play{{"Pct", 9, 9, 1}, {"Pts", 10, 20, 2}},

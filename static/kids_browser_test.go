@@ -215,7 +215,7 @@ func TestBrowserKidsProjector(t *testing.T) {
 	page.wait("500 players", `document.querySelector('#players').textContent === '500'
 		&& document.querySelector('#more').textContent === '+ 490 more players' && !document.querySelector('#more').hidden`, 5*time.Second)
 	page.wait("the top 10", `document.querySelectorAll('#board .row').length === 10`, 2*time.Second)
-	time.Sleep(GlideSettle)
+	time.Sleep(glideSettle)
 	wantSameOrder(t, s, page, 10)
 	if h := get[bool](page, `document.documentElement.scrollHeight <= innerHeight + 1`); !h {
 		t.Fatal("the projector scrolls with 10 rows")
@@ -223,8 +223,8 @@ func TestBrowserKidsProjector(t *testing.T) {
 	screenshot(t, page, "kids-projector-500.png")
 }
 
-// GlideSettle lets the rows finish gliding before a picture.
-const GlideSettle = 1200 * time.Millisecond
+// glideSettle lets the rows finish gliding before a picture is taken.
+const glideSettle = 1200 * time.Millisecond
 
 // An unknown quiz code says so, and the board appears once Supabase
 // registers the exam.
