@@ -84,3 +84,26 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_attempt_at);
+
+-- ---------------------------------------------------------------------------
+-- Kids' leaderboard (issue 9): one entry per graded submission, pushed by
+-- Supabase's grade-exam through POST /hooks/scores, read by the projector.
+CREATE TABLE IF NOT EXISTS leaderboard_entries (
+  id            TEXT PRIMARY KEY,          -- opaque and random: the row's _id, never the submission id
+  submission_id TEXT NOT NULL UNIQUE,      -- the platform's submission: one entry each
+  quiz_code     TEXT NOT NULL,
+  exam_id       TEXT NOT NULL,
+  nickname      TEXT NOT NULL,
+  score         REAL NOT NULL,
+  max_score     REAL NOT NULL,
+  submitted_at  TEXT NOT NULL,             -- RFC 3339 UTC, fixed width to the microsecond
+  received_at   TEXT NOT NULL,
+  CHECK (score >= 0 AND max_score > 0 AND score <= max_score)
+);
+
+-- The board's order: the top N of a quiz is the first N entries of this
+-- index, read without a sort.
+CREATE INDEX IF NOT EXISTS leaderboard_rank ON leaderboard_entries (quiz_code, score DESC, submitted_at, id);
+
+-- Score hooks and the projector find exams by quiz code.
+CREATE INDEX IF NOT EXISTS exams_by_quiz_code ON exams (quiz_code);

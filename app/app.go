@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -24,6 +25,7 @@ import (
 	"invigil/app/engine"
 	"invigil/app/exam"
 	"invigil/app/jobs"
+	"invigil/app/leaderboard"
 	"invigil/app/metrics"
 	"invigil/app/proctoring"
 	"invigil/app/transport"
@@ -53,6 +55,7 @@ type App struct {
 	Engine     *engine.Engine
 	Exams      *exam.Registry
 	Proctoring *proctoring.Service
+	Scores     *leaderboard.Service // the kids' leaderboard
 	Server     *transport.Server
 	Verifier   *auth.Verifier
 	Metrics    *metrics.Metrics
@@ -68,6 +71,7 @@ var Pages = map[string]string{
 	"/":                 "index.html",
 	"/proctor/:exam_id": "proctor.html",
 	"/exam/:exam_id":    "exam.html",
+	"/kids/:quiz_code":  "kids.html", // the leaderboard's projector, public
 }
 
 // New opens the store and builds everything; Close undoes it. With
@@ -157,9 +161,11 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		ViolationDetailCap: cfg.ViolationDetailCap, ViolationsPerMinute: cfg.ViolationsPerMinute, Logger: d.Logger,
 	})
 	a.Proctoring.Register(a.Engine)
+	a.Scores = leaderboard.New(db, d.Logger)
+	a.Scores.Register(a.Engine)
 	a.registerMetrics()
 
-	hooks := map[string]transport.HookHandler{"exams": a.Exams.HandleHook}
+	hooks := map[string]transport.HookHandler{"exams": a.Exams.HandleHook, "scores": a.Scores.HandleHook}
 	a.Server = transport.New(transport.Options{
 		Engine:            a.Engine,
 		Verifier:          a.Verifier,
@@ -272,7 +278,13 @@ func (a *App) Run(ctx context.Context, l net.Listener) error {
 	go func() {
 		defer close(simDone)
 		if a.Config.Demo {
+			// The demo quiz's scores go through the real hook, over HTTP, to l.
+			var scores sync.WaitGroup
+			scores.Go(func() {
+				demo.PushScores(simCtx, "http://"+l.Addr().String(), a.Config.WebhookSecret, a.clock, a.log, a.Scores.Reset)
+			})
 			demo.Simulate(simCtx, a.Engine, a.Config.DemoStudents, a.clock, a.log, a.Proctoring.ResetSession)
+			scores.Wait()
 		}
 	}()
 	served := make(chan error, 1)

@@ -20,6 +20,21 @@ var upgrades = []string{
 	   WHERE client_id IS NOT NULL;
 	 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 	 INSERT OR IGNORE INTO meta (key, value) VALUES ('health', '');`,
+	// → +1: the kids' leaderboard (issue 9), and exams found by quiz code.
+	`CREATE TABLE IF NOT EXISTS leaderboard_entries (
+	   id            TEXT PRIMARY KEY,
+	   submission_id TEXT NOT NULL UNIQUE,
+	   quiz_code     TEXT NOT NULL,
+	   exam_id       TEXT NOT NULL,
+	   nickname      TEXT NOT NULL,
+	   score         REAL NOT NULL,
+	   max_score     REAL NOT NULL,
+	   submitted_at  TEXT NOT NULL,
+	   received_at   TEXT NOT NULL,
+	   CHECK (score >= 0 AND max_score > 0 AND score <= max_score)
+	 );
+	 CREATE INDEX IF NOT EXISTS leaderboard_rank ON leaderboard_entries (quiz_code, score DESC, submitted_at, id);
+	 CREATE INDEX IF NOT EXISTS exams_by_quiz_code ON exams (quiz_code);`,
 }
 
 // SchemaVersion is the version schema.sql describes.
