@@ -253,7 +253,7 @@ func (a *App) Jobs() []jobs.Job {
 // queued frames and a close frame, the jobs stop, and what the outbox
 // holds gets one more chance to reach Supabase.
 func (a *App) Run(ctx context.Context, l net.Listener) error {
-	sched, err := jobs.Start(a.clock, a.log, a.Metrics, a.Jobs()...)
+	sched, err := jobs.Start(jobs.Options{Clock: a.clock, Logger: a.log, Metrics: a.Metrics, DB: a.DB}, a.Jobs()...)
 	if err != nil {
 		return err
 	}
