@@ -51,8 +51,8 @@ func (tx *Tx) ExpireSession(examID, studentID string) (bool, error) {
 	return n == 1, err
 }
 
-// SessionRef names a purged session: its exam and its row id.
-type SessionRef struct{ ExamID, ID string }
+// SessionRef names a purged session: its exam, its student and its row id.
+type SessionRef struct{ ExamID, StudentID, ID string }
 
 // PurgeArchivedSessions deletes at most limit sessions archived before
 // cutoff, with their violations, and returns them. Only an ended session
@@ -74,7 +74,7 @@ func (tx *Tx) PurgeArchivedSessions(before time.Time, limit int) ([]SessionRef, 
 			return nil, err
 		}
 		keys = append(keys, k)
-		out = append(out, SessionRef{ExamID: k.ExamID, ID: id})
+		out = append(out, SessionRef{ExamID: k.ExamID, StudentID: k.StudentID, ID: id})
 	}
 	if err := rows.Err(); err != nil {
 		rows.Close()

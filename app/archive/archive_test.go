@@ -43,7 +43,7 @@ func newRig(t *testing.T, edit ...func(*archive.Config)) *rig {
 	r.sb = archivetest.New(t)
 	cfg := archive.Config{
 		SupabaseURL: r.sb.URL, ServiceRoleKey: archivetest.ServiceKey, Clock: r.clock, Metrics: r.m,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Backoff: 2 * time.Second, MaxBackoff: 10 * time.Minute,
 		Jitter: func(d time.Duration) time.Duration { return d },
 	}
