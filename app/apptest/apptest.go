@@ -45,6 +45,7 @@ type Harness struct {
 	Dev   *auth.DevIssuer
 
 	jobRuns chan jobs.Run
+	unseen  []jobs.Run // runs read while waiting for another job's
 }
 
 // Option adjusts the configuration before boot.
@@ -156,10 +157,16 @@ func Boot(t testing.TB, opts ...Option) *Harness {
 	return h
 }
 
-// JobRun waits (5 s at most) for the next finished run of the named
-// scheduled job, and returns it.
+// JobRun returns the oldest finished run of the named scheduled job not
+// returned yet, waiting for it (5 s at most). Not safe for concurrent use.
 func (h *Harness) JobRun(name string) jobs.Run {
 	h.T.Helper()
+	for i, r := range h.unseen {
+		if r.Name == name {
+			h.unseen = append(h.unseen[:i], h.unseen[i+1:]...)
+			return r
+		}
+	}
 	deadline := time.After(5 * time.Second)
 	for {
 		select {
@@ -167,6 +174,7 @@ func (h *Harness) JobRun(name string) jobs.Run {
 			if r.Name == name {
 				return r
 			}
+			h.unseen = append(h.unseen, r)
 		case <-deadline:
 			h.T.Fatalf("job %s did not run", name)
 			return jobs.Run{}

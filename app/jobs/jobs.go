@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -75,9 +76,19 @@ func Start(o Options, list ...Job) (*Scheduler, error) {
 		return nil, fmt.Errorf("jobs: %w", err)
 	}
 	for _, j := range list {
-		task := gocron.NewTask(func(j Job) { runOnce(o, j) }, j)
-		_, err := s.NewJob(gocron.DurationJob(j.Every), task,
-			gocron.WithName(j.Name), gocron.WithSingletonMode(gocron.LimitModeReschedule))
+		// Our own guard rather than gocron's singleton mode: gocron frees
+		// its slot only after the task returned, so a run that comes due
+		// just after AfterRun could be skipped; this one is free before.
+		running := new(atomic.Bool)
+		task := gocron.NewTask(func(j Job) {
+			if !running.CompareAndSwap(false, true) {
+				o.Logger.Debug("job still running: this run is skipped", "job", j.Name)
+				return
+			}
+			defer running.Store(false) // whatever happens below
+			runOnce(o, j, func() { running.Store(false) })
+		}, j)
+		_, err := s.NewJob(gocron.DurationJob(j.Every), task, gocron.WithName(j.Name))
 		if err != nil {
 			s.Shutdown()
 			return nil, fmt.Errorf("jobs: schedule %s: %w", j.Name, err)
@@ -90,7 +101,7 @@ func Start(o Options, list ...Job) (*Scheduler, error) {
 // runOnce runs a job with a deadline, containing a panic, then counts and
 // records the run. The record is written on a context of its own: a run
 // that used up its deadline is recorded too.
-func runOnce(o Options, j Job) {
+func runOnce(o Options, j Job, done func()) {
 	started, began := o.Clock.Now(), time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), Deadline(j.Every))
 	defer cancel()
@@ -123,6 +134,7 @@ func runOnce(o Options, j Job) {
 			o.Logger.Warn("job run not recorded", "job", j.Name, "err", werr)
 		}
 	}
+	done()
 	if o.AfterRun != nil {
 		o.AfterRun(Run{Name: j.Name, Rows: n, Err: err})
 	}
