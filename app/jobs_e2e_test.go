@@ -17,9 +17,11 @@ import (
 
 	"invigil/app"
 	"invigil/app/apptest"
+	"invigil/app/archive"
 	"invigil/app/archive/archivetest"
 	"invigil/app/exam"
 	"invigil/app/identity"
+	"invigil/app/jobs"
 	"invigil/app/proctoring"
 	"invigil/app/webhook"
 	"invigil/store"
@@ -347,6 +349,29 @@ func TestRefusedItemShowsAtAdminOutbox(t *testing.T) {
 		it.NextAttemptAt != "2026-03-02T09:10:00.000Z" || it.Ref == "" {
 		t.Fatalf("the refused item: %s", body)
 	}
+	for name, want := range map[string]float64{
+		"invigil_outbox_pending": 1, `invigil_outbox_attempts_total{class="4xx"}`: 1,
+		`invigil_outbox_attempts_total{class="5xx"}`: 0, "invigil_outbox_delivered_total": 0,
+	} {
+		if got := metric(t, h, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// A request to Supabase gives up before the job that started it would be
+// cut short: a hanging Supabase makes failed attempts, recorded.
+func TestOutboxTimeoutsNest(t *testing.T) {
+	h := bootWithExams(t, withSupabase(archivetest.New(t)))
+	for _, j := range h.App.Jobs() {
+		if j.Name == "archive-outbox" {
+			if archive.DefaultRequestTimeout >= jobs.Deadline(j.Every) {
+				t.Fatalf("request timeout %s, job deadline %s", archive.DefaultRequestTimeout, jobs.Deadline(j.Every))
+			}
+			return
+		}
+	}
+	t.Fatal("no archive-outbox job")
 }
 
 // reminders stands in for the platform's notification endpoint: it checks

@@ -32,6 +32,11 @@ import (
 	"invigil/store"
 )
 
+// DefaultRequestTimeout bounds one request to Supabase: shorter than the
+// deadline of any job that waits on one (jobs.Deadline), so that a hanging
+// Supabase is a failed attempt, recorded, not a job killed mid-way.
+const DefaultRequestTimeout = 10 * time.Second
+
 // Config says where and how to deliver.
 type Config struct {
 	// SupabaseURL and ServiceRoleKey, both or neither, add the "supabase"
@@ -93,7 +98,7 @@ func New(db *store.DB, cfg Config) (*Deliverer, error) {
 	if (cfg.SupabaseURL == "") != (cfg.ServiceRoleKey == "") {
 		return nil, errors.New("archive: SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are both needed")
 	}
-	setDefault(&cfg.RequestTimeout, 10*time.Second)
+	setDefault(&cfg.RequestTimeout, DefaultRequestTimeout)
 	setDefault(&cfg.Concurrency, 4)
 	setDefault(&cfg.Backoff, 2*time.Second)
 	setDefault(&cfg.MaxBackoff, 10*time.Minute)
