@@ -1,8 +1,10 @@
 package app
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -129,6 +131,12 @@ func LoadConfig(getenv func(string) string, args []string) (Config, error) {
 	c.Addr = host + ":" + *port
 	if !c.Demo && c.SupabaseURL == "" {
 		return Config{}, fmt.Errorf("no way to verify tokens: set SUPABASE_URL (and SUPABASE_JWT_SECRET for HS256 projects), or run with --demo")
+	}
+	if c.ReminderURL != "" {
+		u, err := url.Parse(c.ReminderURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return Config{}, errors.New("INVIGIL_REMINDER_URL is not an http(s) URL")
+		}
 	}
 	if c.DemoStudents < 0 || c.DemoStudents > 5000 {
 		return Config{}, fmt.Errorf("--demo-students must be between 0 and 5000")

@@ -45,6 +45,7 @@ func TestLoadConfig(t *testing.T) {
 				return c.MetricsToken == "m3tr1cs" && c.StaleAfter == 5*time.Minute && c.ReminderURL == "https://notify.example/hook" && c.Pprof
 			}, ""},
 		{"no way to verify tokens", nil, nil, nil, "SUPABASE_URL"},
+		{"bad reminder URL", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_REMINDER_URL": "notify.example/hook"}, nil, nil, "INVIGIL_REMINDER_URL"},
 		{"bad duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_TYPING_TTL": "soon"}, nil, nil, "INVIGIL_TYPING_TTL"},
 		{"zero duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_RETENTION": "0s"}, nil, nil, "INVIGIL_RETENTION"},
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,12 @@ func (o outcome) class() string {
 func do(client *http.Client, req *http.Request, now func() time.Time) outcome {
 	res, err := client.Do(req)
 	if err != nil {
+		// Without the URL: INVIGIL_REMINDER_URL may carry a token in its
+		// query, and this ends up in logs and last_error.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = fmt.Errorf("%s %s: %w", ue.Op, req.URL.Scheme+"://"+req.URL.Host, ue.Err)
+		}
 		return outcome{err: err}
 	}
 	defer res.Body.Close()
