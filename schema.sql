@@ -107,3 +107,47 @@ CREATE INDEX IF NOT EXISTS leaderboard_rank ON leaderboard_entries (quiz_code, s
 
 -- Score hooks and the projector find exams by quiz code.
 CREATE INDEX IF NOT EXISTS exams_by_quiz_code ON exams (quiz_code);
+
+-- ---------------------------------------------------------------------------
+-- Scheduled jobs, expiry, retention, reminders and outbox delivery (issue 10).
+-- The same SQL is a step of store/migrate.go's upgrades.
+
+-- A session expired by the stale-session job (its exam is over and it was
+-- silent for INVIGIL_STALE_AFTER) keeps status 'disconnected' on the wire;
+-- expired_at says it is final. archived_at is when the last outbox item
+-- about it reached Supabase: retention purges it INVIGIL_RETENTION later.
+ALTER TABLE exam_sessions ADD COLUMN expired_at TEXT;
+ALTER TABLE exam_sessions ADD COLUMN archived_at TEXT;
+CREATE INDEX IF NOT EXISTS exam_sessions_archived ON exam_sessions (archived_at) WHERE archived_at IS NOT NULL;
+
+-- The starts_at an exam's reminder was enqueued for: never twice.
+ALTER TABLE exams ADD COLUMN reminded_for TEXT;
+
+-- Who delivers an item ('supabase': a REST upsert; 'reminder': a signed POST
+-- to INVIGIL_REMINDER_URL), the id its receiver deduplicates on (the
+-- webhook-id of a signed POST), the row it archives (ref_table, ref_id: that
+-- row's archived_at is set once every item about it is delivered), the
+-- status of its last answer, and when Supabase refused it for good (a 4xx
+-- that retrying will not fix: kept, shown at /api/admin/outbox, retried at
+-- the backoff cap).
+ALTER TABLE outbox ADD COLUMN sink TEXT NOT NULL DEFAULT 'supabase';
+ALTER TABLE outbox ADD COLUMN msg_id TEXT;
+ALTER TABLE outbox ADD COLUMN ref_table TEXT;
+ALTER TABLE outbox ADD COLUMN ref_id TEXT;
+ALTER TABLE outbox ADD COLUMN last_status INTEGER;
+ALTER TABLE outbox ADD COLUMN rejected_at TEXT;
+CREATE INDEX IF NOT EXISTS outbox_ref ON outbox (ref_table, ref_id) WHERE ref_table IS NOT NULL;
+
+-- What each scheduled job did last (GET /api/admin/jobs).
+CREATE TABLE IF NOT EXISTS jobs_meta (
+  name             TEXT PRIMARY KEY,
+  every_ms         INTEGER NOT NULL,
+  runs             INTEGER NOT NULL DEFAULT 0,
+  failures         INTEGER NOT NULL DEFAULT 0,
+  last_started_at  TEXT,
+  last_finished_at TEXT,
+  last_duration_ms INTEGER,
+  last_rows        INTEGER,
+  last_error       TEXT,       -- NULL when the last run succeeded
+  last_ok_at       TEXT
+);

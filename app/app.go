@@ -46,6 +46,8 @@ type Deps struct {
 	Extend func(e *echo.Echo)
 	// Setup runs on the wired app before it serves (tests).
 	Setup []func(*App)
+	// AfterJob hears of every finished job run (tests wait on it).
+	AfterJob func(jobs.Run)
 }
 
 // App is a wired invigil.
@@ -59,11 +61,12 @@ type App struct {
 	Server     *transport.Server
 	Verifier   *auth.Verifier
 	Metrics    *metrics.Metrics
-	Archive    *archive.Deliverer // nil without SUPABASE_SERVICE_ROLE_KEY: the outbox waits
+	Archive    *archive.Deliverer // nil without SUPABASE_SERVICE_ROLE_KEY nor INVIGIL_REMINDER_URL: the outbox waits
 	Demo       *demo.Issuer       // nil outside --demo
 
-	log   *slog.Logger
-	clock clockwork.Clock
+	log      *slog.Logger
+	clock    clockwork.Clock
+	afterRun func(jobs.Run)
 }
 
 // Pages maps page routes to files in static/.
@@ -98,7 +101,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &App{Config: cfg, DB: db, Metrics: m, log: d.Logger, clock: d.Clock}
+	a := &App{Config: cfg, DB: db, Metrics: m, log: d.Logger, clock: d.Clock, afterRun: d.AfterJob}
 	fail := func(err error) (*App, error) {
 		db.Close()
 		return nil, err
@@ -143,22 +146,16 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 	} else {
 		d.Logger.Warn("INVIGIL_WEBHOOK_SECRET is not set: /hooks/* refuse every delivery")
 	}
-	if cfg.ServiceRoleKey != "" && !cfg.Demo {
-		a.Archive, err = archive.New(db, archive.Config{
-			SupabaseURL: cfg.SupabaseURL, ServiceRoleKey: cfg.ServiceRoleKey, Clock: d.Clock, Logger: d.Logger,
-		})
-		if err != nil {
-			return fail(err)
-		}
-	} else if !cfg.Demo {
-		d.Logger.Warn("SUPABASE_SERVICE_ROLE_KEY is not set: summaries wait in the outbox until it is")
+	if a.Archive, err = newArchive(db, cfg, d, m); err != nil {
+		return fail(err)
 	}
 
 	a.Engine = engine.New(db, engine.Options{Logger: d.Logger, Clock: d.Clock})
 	a.Exams = exam.NewRegistry(db)
 	a.Proctoring = proctoring.New(db, a.Exams, proctoring.Config{
 		HeartbeatMinInterval: cfg.HeartbeatMin, DisconnectAfter: cfg.DisconnectAfter,
-		ViolationDetailCap: cfg.ViolationDetailCap, ViolationsPerMinute: cfg.ViolationsPerMinute, Logger: d.Logger,
+		ViolationDetailCap: cfg.ViolationDetailCap, ViolationsPerMinute: cfg.ViolationsPerMinute,
+		StaleAfter: cfg.StaleAfter, Logger: d.Logger,
 	})
 	a.Proctoring.Register(a.Engine)
 	a.Scores = leaderboard.New(db, d.Logger)
@@ -177,6 +174,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		Static:            d.Static,
 		Pages:             pages,
 		Extend:            func(e *echo.Echo) { runAll(extend, e) },
+		Admin:             a.adminEndpoints(),
 		Metrics:           m,
 		MetricsToken:      cfg.MetricsToken,
 		Pprof:             cfg.Pprof,
@@ -238,30 +236,58 @@ func (a *App) registerMetrics() {
 }
 
 // Jobs are the scheduled tasks (exported so tests can run one directly).
+// Each is recorded in jobs_meta and shown at GET /api/admin/jobs.
 func (a *App) Jobs() []jobs.Job {
-	sweepEvery := max(time.Second, a.Config.DisconnectAfter/5)
+	c := a.Config
 	list := []jobs.Job{
-		{Name: "disconnect-silent", Every: sweepEvery, Run: func(ctx context.Context) (int, error) {
-			return a.Proctoring.SweepSilent(ctx)
-		}},
-		{Name: "purge", Every: 10 * time.Minute, Run: func(ctx context.Context) (int, error) {
-			n := 0
-			err := a.DB.Update(ctx, func(tx *store.Tx) error {
-				hooks, err := tx.PurgeHookReceipts(tx.Now().Add(-time.Hour))
-				if err != nil {
-					return err
-				}
-				items, err := tx.PurgeDelivered(tx.Now().Add(-a.Config.Retention))
-				n = int(hooks + items)
-				return err
-			})
-			return n, err
-		}},
+		// Sessions nobody carries and that stopped heartbeating show disconnected.
+		{Name: "disconnect-silent", Every: max(time.Second, c.DisconnectAfter/5), Run: a.Proctoring.SweepSilent},
+		// Sessions of an exam that is over, silent for INVIGIL_STALE_AFTER,
+		// end and are archived.
+		{Name: "expire-stale", Every: clamp(c.StaleAfter/4, time.Second, time.Minute), Run: a.Proctoring.ExpireStale},
+		// What reached Supabase INVIGIL_RETENTION ago leaves the database.
+		{Name: "purge", Every: clamp(c.Retention/24, time.Second, 10*time.Minute), Run: a.purge},
+	}
+	if c.ReminderURL != "" {
+		list = append(list, jobs.Job{Name: "remind-exams", Every: time.Minute, Run: a.Exams.EnqueueReminders})
 	}
 	if a.Archive != nil {
-		list = append(list, jobs.Job{Name: "archive-outbox", Every: 2 * time.Second, Run: a.Archive.DeliverDue})
+		// Starts deliveries and returns; each finished delivery starts the
+		// next, so this only picks up what became due since.
+		list = append(list, jobs.Job{Name: "archive-outbox", Every: 2 * time.Second, Run: a.Archive.Kick})
 	}
 	return list
+}
+
+func clamp(d, lo, hi time.Duration) time.Duration { return min(max(d, lo), hi) }
+
+// purge deletes what reached Supabase INVIGIL_RETENTION ago, never before:
+// ended sessions with their violations, closed exams with no session left,
+// delivered outbox items; and hook receipts after an hour (a replay that
+// old is refused by its timestamp anyway).
+func (a *App) purge(ctx context.Context) (int, error) {
+	cutoff := a.clock.Now().Add(-a.Config.Retention)
+	sessions, err := a.Proctoring.PurgeArchived(ctx, cutoff)
+	if err != nil {
+		return sessions, err
+	}
+	// When chat merges: chats, err := a.Chat.PurgeArchived(ctx, cutoff) (ended
+	// chats and their messages), before the exams.
+	exams, err := a.Exams.PurgeClosed(ctx, cutoff)
+	if err != nil {
+		return sessions + exams, err
+	}
+	var rest int64
+	err = a.DB.Update(ctx, func(tx *store.Tx) error {
+		hooks, err := tx.PurgeHookReceipts(tx.Now().Add(-time.Hour))
+		if err != nil {
+			return err
+		}
+		items, err := tx.PurgeDelivered(cutoff)
+		rest = hooks + items
+		return err
+	})
+	return sessions + exams + int(rest), err
 }
 
 // Run starts the jobs (and, in --demo, the simulated students) and serves
@@ -269,7 +295,8 @@ func (a *App) Jobs() []jobs.Job {
 // queued frames and a close frame, the jobs stop, and what the outbox
 // holds gets one more chance to reach Supabase.
 func (a *App) Run(ctx context.Context, l net.Listener) error {
-	sched, err := jobs.Start(a.clock, a.log, a.Metrics, a.Jobs()...)
+	sched, err := jobs.Start(jobs.Options{Clock: a.clock, Logger: a.log, Metrics: a.Metrics, DB: a.DB,
+		AfterRun: a.afterRun}, a.Jobs()...)
 	if err != nil {
 		return err
 	}
@@ -304,11 +331,14 @@ func (a *App) Run(ctx context.Context, l net.Listener) error {
 	<-simDone
 	err = errors.Join(err, sched.Shutdown())
 	if a.Archive != nil {
+		// One more chance for what is due, then every attempt under way is
+		// recorded (cut short at the deadline) before the store closes.
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if n, ferr := a.Archive.DeliverDue(fctx); ferr != nil {
 			a.log.Warn("final outbox delivery", "delivered", n, "err", ferr)
 		}
+		a.Archive.Stop(fctx)
 	}
 	return err
 }

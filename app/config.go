@@ -1,9 +1,11 @@
 package app
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -230,6 +232,12 @@ func LoadConfig(getenv func(string) string, args []string) (Config, error) {
   INVIGIL_WEBHOOK_SECRET=whsec_…           (to accept exams and scores from Supabase)
   SUPABASE_SERVICE_ROLE_KEY=…              (to archive summaries and transcripts to Supabase)
 or run with --demo. Every setting: invigil --help`)
+	}
+	if c.ReminderURL != "" {
+		u, err := url.Parse(c.ReminderURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return Config{}, errors.New("INVIGIL_REMINDER_URL is not an http(s) URL")
+		}
 	}
 	if c.DemoStudents < 0 || c.DemoStudents > 5000 {
 		return Config{}, fmt.Errorf("--demo-students must be between 0 and 5000")

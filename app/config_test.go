@@ -49,6 +49,7 @@ func TestLoadConfig(t *testing.T) {
 		{"no way to verify tokens", nil, nil, nil, "SUPABASE_URL=https://<ref>.supabase.co"},
 		{"bad port", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "PORT": "http"}, nil, nil, "PORT"},
 		{"stray argument", map[string]string{"SUPABASE_URL": "https://ref.supabase.co"}, []string{"serve"}, nil, "serve"},
+		{"bad reminder URL", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_REMINDER_URL": "notify.example/hook"}, nil, nil, "INVIGIL_REMINDER_URL"},
 		{"bad duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_TYPING_TTL": "soon"}, nil, nil, "INVIGIL_TYPING_TTL"},
 		{"zero duration", map[string]string{"SUPABASE_URL": "https://ref.supabase.co", "INVIGIL_RETENTION": "0s"}, nil, nil, "INVIGIL_RETENTION"},
 	}

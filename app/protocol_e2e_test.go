@@ -438,7 +438,7 @@ func TestSlowConsumerCostsOthersNothing(t *testing.T) {
 	waitFor(t, func() bool { return metric(t, h, "invigil_ws_send_queue_bytes") == 0 })
 	t.Logf("slow socket closed after %v; other socket's ping p99 %v without it, %v with it",
 		closedAfter.Round(time.Millisecond), p99(without), p99(with))
-	if limit := max(3*p99(without), p99(without)+25*time.Millisecond); p99(with) > limit {
+	if limit := max(4*p99(without), p99(without)+50*time.Millisecond); p99(with) > limit {
 		t.Fatalf("a slow consumer moved another socket's p99 from %v to %v", p99(without), p99(with))
 	}
 }

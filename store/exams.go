@@ -122,3 +122,63 @@ func (tx *Tx) PurgeHookReceipts(before time.Time) (int64, error) {
 	}
 	return res.RowsAffected()
 }
+
+// ExamsToRemind lists, inside a write, the exams not closed whose starts_at
+// is in (from, to] and that have not been reminded for that starts_at.
+func (tx *Tx) ExamsToRemind(from, to time.Time) ([]Exam, error) {
+	rows, err := tx.tx.QueryContext(tx.ctx, `SELECT id FROM exams
+		WHERE status != 'closed' AND starts_at > ? AND starts_at <= ?
+			AND (reminded_for IS NULL OR reminded_for != starts_at)
+		ORDER BY starts_at, id`, FormatTime(from), FormatTime(to))
+	if err != nil {
+		return nil, fmt.Errorf("read exams to remind: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]Exam, 0, len(ids))
+	for _, id := range ids {
+		e, err := tx.Reader().Exam(tx.ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// MarkReminded records that the exam's reminder for startsAt is enqueued.
+func (tx *Tx) MarkReminded(examID, startsAt string) error {
+	_, err := tx.exec(`UPDATE exams SET reminded_for = ? WHERE id = ?`, startsAt, examID)
+	if err != nil {
+		return fmt.Errorf("mark exam %s reminded: %w", examID, err)
+	}
+	return nil
+}
+
+// PurgeClosedExams deletes exams closed before cutoff that have no session
+// left (retention purges sessions only after their archive reached
+// Supabase), and returns their ids.
+// When chat merges: also require that no chat_sessions row has the exam's id.
+func (tx *Tx) PurgeClosedExams(before time.Time) ([]string, error) {
+	rows, err := tx.tx.QueryContext(tx.ctx, `DELETE FROM exams WHERE status = 'closed' AND updated_at < ?
+		AND NOT EXISTS (SELECT 1 FROM exam_sessions s WHERE s.exam_id = exams.id) RETURNING id`, FormatTime(before))
+	if err != nil {
+		return nil, fmt.Errorf("purge closed exams: %w", err)
+	}
+	return collectRows(rows, func(sc interface{ Scan(...any) error }) (string, error) {
+		var id string
+		err := sc.Scan(&id)
+		return id, err
+	})
+}

@@ -20,7 +20,7 @@ var upgrades = []string{
 	   WHERE client_id IS NOT NULL;
 	 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 	 INSERT OR IGNORE INTO meta (key, value) VALUES ('health', '');`,
-	// → +1: the kids' leaderboard (issue 9), and exams found by quiz code.
+	// 1 → 2: the kids' leaderboard (issue 9), and exams found by quiz code.
 	`CREATE TABLE IF NOT EXISTS leaderboard_entries (
 	   id            TEXT PRIMARY KEY,
 	   submission_id TEXT NOT NULL UNIQUE,
@@ -35,6 +35,40 @@ var upgrades = []string{
 	 );
 	 CREATE INDEX IF NOT EXISTS leaderboard_rank ON leaderboard_entries (quiz_code, score DESC, submitted_at, id);
 	 CREATE INDEX IF NOT EXISTS exams_by_quiz_code ON exams (quiz_code);`,
+	// 2 → 3 (issue 10): expiry, retention, reminders, outbox delivery
+	// bookkeeping, jobs_meta. Then link the summaries already queued to
+	// their sessions, and date the archive of sessions already delivered
+	// (a submitted session with no item left was delivered and purged).
+	`ALTER TABLE exam_sessions ADD COLUMN expired_at TEXT;
+	 ALTER TABLE exam_sessions ADD COLUMN archived_at TEXT;
+	 CREATE INDEX IF NOT EXISTS exam_sessions_archived ON exam_sessions (archived_at) WHERE archived_at IS NOT NULL;
+	 ALTER TABLE exams ADD COLUMN reminded_for TEXT;
+	 ALTER TABLE outbox ADD COLUMN sink TEXT NOT NULL DEFAULT 'supabase';
+	 ALTER TABLE outbox ADD COLUMN msg_id TEXT;
+	 ALTER TABLE outbox ADD COLUMN ref_table TEXT;
+	 ALTER TABLE outbox ADD COLUMN ref_id TEXT;
+	 ALTER TABLE outbox ADD COLUMN last_status INTEGER;
+	 ALTER TABLE outbox ADD COLUMN rejected_at TEXT;
+	 CREATE INDEX IF NOT EXISTS outbox_ref ON outbox (ref_table, ref_id) WHERE ref_table IS NOT NULL;
+	 CREATE TABLE IF NOT EXISTS jobs_meta (
+	   name             TEXT PRIMARY KEY,
+	   every_ms         INTEGER NOT NULL,
+	   runs             INTEGER NOT NULL DEFAULT 0,
+	   failures         INTEGER NOT NULL DEFAULT 0,
+	   last_started_at  TEXT,
+	   last_finished_at TEXT,
+	   last_duration_ms INTEGER,
+	   last_rows        INTEGER,
+	   last_error       TEXT,
+	   last_ok_at       TEXT
+	 );
+	 UPDATE outbox SET ref_table = 'exam_sessions', ref_id = (SELECT s.id FROM exam_sessions s
+	   WHERE s.exam_id = json_extract(outbox.body, '$[0].exam_id') AND s.student_id = json_extract(outbox.body, '$[0].student_id'))
+	   WHERE target = 'proctoring_summaries' AND json_valid(body);
+	 UPDATE exam_sessions SET archived_at = coalesce(
+	   (SELECT max(o.delivered_at) FROM outbox o WHERE o.ref_table = 'exam_sessions' AND o.ref_id = exam_sessions.id), ended_at)
+	   WHERE status = 'submitted' AND NOT EXISTS (SELECT 1 FROM outbox o
+	     WHERE o.ref_table = 'exam_sessions' AND o.ref_id = exam_sessions.id AND o.delivered_at IS NULL);`,
 }
 
 // SchemaVersion is the version schema.sql describes.

@@ -35,6 +35,8 @@ type Session struct {
 	Disconnects   int
 	Network       string // JSON of the last heartbeat's network report, "" when none
 	ByType        string // JSON {violation type: count}
+	ExpiredAt     string // "" unless the stale-session job expired it (final, shown disconnected)
+	ArchivedAt    string // "" until every outbox item about it reached Supabase
 }
 
 // Violation is one reported violation.
@@ -53,13 +55,13 @@ type Violation struct {
 const sessionColumns = `id, exam_id, student_id, student_name, status, current_question, answered_count,
 	violation_count, coalesce(last_violation_type, ''), coalesce(last_violation_at, ''), last_heartbeat,
 	coalesce(last_beat_at, ''), started_at, coalesce(ended_at, ''), disconnects, coalesce(network, ''),
-	violations_by_type`
+	violations_by_type, coalesce(expired_at, ''), coalesce(archived_at, '')`
 
 func scanSession(sc interface{ Scan(...any) error }) (Session, error) {
 	var s Session
 	err := sc.Scan(&s.ID, &s.ExamID, &s.StudentID, &s.StudentName, &s.Status, &s.CurrentQuestion,
 		&s.AnsweredCount, &s.ViolationCount, &s.LastViolationType, &s.LastViolationAt, &s.LastHeartbeat,
-		&s.LastBeatAt, &s.StartedAt, &s.EndedAt, &s.Disconnects, &s.Network, &s.ByType)
+		&s.LastBeatAt, &s.StartedAt, &s.EndedAt, &s.Disconnects, &s.Network, &s.ByType, &s.ExpiredAt, &s.ArchivedAt)
 	return s, err
 }
 
@@ -182,7 +184,7 @@ func (tx *Tx) StartSession(examID, studentID, name string) (Session, error) {
 }
 
 // Beat records a heartbeat in one statement when the session may take it:
-// it exists, is not submitted, and, if active, had its last heartbeat no
+// it exists, is neither submitted nor expired, and, if active, had its last heartbeat no
 // later than notAfter. It returns the session's id, or "" when it took
 // nothing (read the session to know why: the rare path).
 func (tx *Tx) Beat(examID, studentID string, question, answered int, network string, notAfter time.Time) (string, error) {

@@ -84,7 +84,7 @@ func (s *statements) list() []struct {
 			WHERE exam_id = ? AND student_id = ?`},
 		{&s.beat, `UPDATE exam_sessions SET status = 'active', current_question = ?, answered_count = ?,
 			network = coalesce(?, network), last_heartbeat = ?, last_beat_at = ?
-			WHERE exam_id = ? AND student_id = ? AND status <> 'submitted'
+			WHERE exam_id = ? AND student_id = ? AND status <> 'submitted' AND expired_at IS NULL
 				AND NOT (status = 'active' AND last_beat_at IS NOT NULL AND last_beat_at > ?)
 			RETURNING id`},
 		{&s.setStatus, `UPDATE exam_sessions SET status = ?,

@@ -23,6 +23,7 @@ import (
 	"invigil/app/auth"
 	"invigil/app/exam"
 	"invigil/app/identity"
+	"invigil/app/jobs"
 	"invigil/app/webhook"
 	"invigil/static"
 	"invigil/store/storetest"
@@ -42,6 +43,9 @@ type Harness struct {
 	Clock clockwork.Clock
 	Fake  *clockwork.FakeClock // nil with a real clock
 	Dev   *auth.DevIssuer
+
+	jobRuns chan jobs.Run
+	unseen  []jobs.Run // runs read while waiting for another job's
 }
 
 // Option adjusts the configuration before boot.
@@ -104,6 +108,13 @@ func Boot(t testing.TB, opts ...Option) *Harness {
 	for _, o := range opts {
 		o(&cfg, &deps)
 	}
+	runs := make(chan jobs.Run, 4096)
+	deps.AfterJob = func(r jobs.Run) {
+		select {
+		case runs <- r:
+		default: // a test that does not wait on runs must not block the jobs
+		}
+	}
 	dev, err := auth.NewDevIssuer(Issuer, deps.Clock)
 	if err != nil {
 		t.Fatal(err)
@@ -142,11 +153,60 @@ func Boot(t testing.TB, opts ...Option) *Harness {
 		}
 		a.Close()
 	})
-	h := &Harness{T: t, App: a, URL: "http://" + l.Addr().String(), Clock: deps.Clock, Dev: dev}
+	h := &Harness{T: t, App: a, URL: "http://" + l.Addr().String(), Clock: deps.Clock, Dev: dev, jobRuns: runs}
 	if fc, ok := deps.Clock.(*clockwork.FakeClock); ok {
 		h.Fake = fc
+		// The scheduler arms one timer per job: once they are armed, moving
+		// the clock runs the jobs that came due.
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := fc.BlockUntilContext(wctx, len(a.Jobs())); err != nil {
+			t.Fatal("the scheduler never armed its jobs' timers")
+		}
 	}
 	return h
+}
+
+// JobRun returns the oldest finished run of the named scheduled job not
+// returned yet, waiting for it (5 s at most). Not safe for concurrent use.
+func (h *Harness) JobRun(name string) jobs.Run {
+	h.T.Helper()
+	for i, r := range h.unseen {
+		if r.Name == name {
+			h.unseen = append(h.unseen[:i], h.unseen[i+1:]...)
+			return r
+		}
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case r := <-h.jobRuns:
+			if r.Name == name {
+				return r
+			}
+			h.unseen = append(h.unseen, r)
+		case <-deadline:
+			h.T.Fatalf("job %s did not run", name)
+			return jobs.Run{}
+		}
+	}
+}
+
+// RunJob runs the named scheduled job now, outside the scheduler, and
+// returns the rows it touched.
+func (h *Harness) RunJob(name string) int {
+	h.T.Helper()
+	for _, j := range h.App.Jobs() {
+		if j.Name == name {
+			n, err := j.Run(context.Background())
+			if err != nil {
+				h.T.Fatalf("job %s: %v", name, err)
+			}
+			return n
+		}
+	}
+	h.T.Fatalf("no job %s", name)
+	return 0
 }
 
 // DemoToken gets a token from the demo's sign-in (POST /demo/token).

@@ -45,7 +45,10 @@ type Config struct {
 	DisconnectAfter      time.Duration // silence after which an active session is disconnected
 	ViolationDetailCap   int           // violation rows kept per session; the count stays exact
 	ViolationsPerMinute  int           // violation rows kept per session per minute; the count stays exact
-	Logger               *slog.Logger
+	// StaleAfter is how long a session must have been silent, its exam
+	// over, before ExpireStale makes it final and archives it.
+	StaleAfter time.Duration
+	Logger     *slog.Logger
 }
 
 // Service implements the proctoring functions and queries.
@@ -67,6 +70,9 @@ func New(db *store.DB, exams *exam.Registry, cfg Config) *Service {
 	}
 	if cfg.DisconnectAfter <= 0 {
 		cfg.DisconnectAfter = 25 * time.Second
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = 2 * time.Minute
 	}
 	if cfg.ViolationDetailCap <= 0 {
 		cfg.ViolationDetailCap = 500
@@ -120,6 +126,9 @@ func (s *Service) startSession(ctx context.Context, c engine.Caller, raw json.Ra
 		old, err := tx.Reader().Session(ctx, a.ExamID, c.User.ID)
 		if err == nil && old.Status == store.StatusSubmitted {
 			return apperr.New(apperr.Conflict, "you already submitted this exam")
+		}
+		if err == nil && old.ExpiredAt != "" {
+			return errExpired
 		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
@@ -332,8 +341,15 @@ func (s *Service) ownSession(ctx context.Context, tx *store.Tx, examID, studentI
 	if sess.Status == store.StatusSubmitted {
 		return sess, apperr.New(apperr.Conflict, "the session is submitted")
 	}
+	if sess.ExpiredAt != "" {
+		return sess, errExpired
+	}
 	return sess, nil
 }
+
+// errExpired answers a write to a session the stale-session job ended: its
+// summary is archived as final.
+var errExpired = apperr.New(apperr.Conflict, "the session expired: the exam ended and the session was silent")
 
 // touchSession names the session's row of its exam's grid, and the
 // session's own key.
@@ -500,8 +516,9 @@ type Summary struct {
 }
 
 // enqueueSummary puts the session's summary in the outbox, in the same
-// transaction as the change that ended it: it reaches Supabase even if the
-// process dies right after.
+// transaction as the change that ended it (endSession, or expiry): it
+// reaches Supabase even if the process dies right after. An expired
+// session's summary says disconnected, ended when it was last seen.
 func enqueueSummary(tx *store.Tx, sess store.Session) error {
 	sum := Summary{
 		ExamID: sess.ExamID, StudentID: sess.StudentID, Status: sess.Status, StartedAt: sess.StartedAt,
@@ -519,5 +536,9 @@ func enqueueSummary(tx *store.Tx, sess store.Session) error {
 	if err != nil {
 		return err
 	}
-	return tx.Enqueue("proctoring_summaries", "exam_id,student_id", string(body))
+	// Linked to the session's row: retention purges it only once this
+	// item reached Supabase.
+	_, err = tx.EnqueueItem(store.OutboxItem{Target: "proctoring_summaries", OnConflict: "exam_id,student_id",
+		Body: string(body), RefTable: "exam_sessions", RefID: sess.ID})
+	return err
 }

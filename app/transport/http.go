@@ -125,6 +125,33 @@ func (s *Server) apiQuery(c echo.Context) error {
 	return c.JSONBlob(http.StatusOK, v)
 }
 
+// admin serves GET /api/admin/{name} to admins only: who asks is checked
+// before what, so the names are no secret worth probing for.
+func (s *Server) admin(c echo.Context) error {
+	u, err := s.bearer(c)
+	if err != nil {
+		return err
+	}
+	if u.Anonymous() {
+		return apperr.New(apperr.Unauthenticated, "send Authorization: Bearer <token>")
+	}
+	if u.Role != identity.Admin {
+		return apperr.New(apperr.Forbidden, "admins only")
+	}
+	h, ok := s.opts.Admin[c.Param("name")]
+	if !ok {
+		return apperr.New(apperr.NotFound, "no admin endpoint %q", c.Param("name"))
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
+	defer cancel()
+	v, err := h(ctx)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, v)
+}
+
 // hook serves POST /hooks/{name}: verified with Standard Webhooks, then
 // handed to the registered handler, which ignores a replayed id.
 func (s *Server) hook(c echo.Context) error {

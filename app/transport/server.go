@@ -41,6 +41,9 @@ type HookVerifier interface {
 // webhook id change nothing.
 type HookHandler func(ctx context.Context, hookID string, body []byte) error
 
+// AdminHandler answers a read-only admin endpoint with a JSON value.
+type AdminHandler func(ctx context.Context) (any, error)
+
 // Options configures a Server.
 type Options struct {
 	Engine   *engine.Engine
@@ -60,6 +63,9 @@ type Options struct {
 	Pages  map[string]string
 	// Extend registers extra routes (the demo's sign-in).
 	Extend func(e *echo.Echo)
+	// Admin are read-only endpoints for admins (a token with role admin):
+	// GET /api/admin/{name}.
+	Admin map[string]AdminHandler
 
 	Metrics      *metrics.Metrics // nil: a private set
 	MetricsToken string           // when set, /metrics wants it as a bearer token
@@ -163,6 +169,7 @@ func (s *Server) routes() {
 	e.POST("/api/call/:name", s.apiCall)
 	e.POST("/api/query/:name", s.apiQuery)
 	e.POST("/hooks/:name", s.hook, s.countHook)
+	e.GET("/api/admin/:name", s.admin)
 	e.GET("/healthz", s.healthz)
 	e.GET("/metrics", echo.WrapHandler(s.metrics.Handler(s.opts.MetricsToken)))
 	if s.opts.Pprof {

@@ -61,6 +61,17 @@ func NewVerifier(secrets string, clock clockwork.Clock) (*Verifier, error) {
 	return &Verifier{keys: keys, clock: clock}, nil
 }
 
+// Primary is the secret to sign with: the first of a comma list (while
+// rotating, receivers accept the new one first).
+func Primary(secrets string) string {
+	for _, secret := range strings.Split(secrets, ",") {
+		if s := strings.TrimSpace(secret); s != "" && s != "v1" {
+			return s
+		}
+	}
+	return ""
+}
+
 // Verify checks h and body and returns the message id. Every failure is an
 // *apperr.Error with code Unauthenticated.
 func (v *Verifier) Verify(h http.Header, body []byte) (msgID string, err error) {
