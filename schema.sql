@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS exam_sessions (
   PRIMARY KEY (exam_id, student_id)
 ) WITHOUT ROWID;
 
-CREATE INDEX IF NOT EXISTS exam_sessions_active ON exam_sessions (status, last_heartbeat);
+-- No index on last_heartbeat: every heartbeat would move its entry (a
+-- second b-tree written per heartbeat); the silence sweep scans instead.
 
 -- Violations in their own table; a session stores at most a capped number of them.
 CREATE TABLE IF NOT EXISTS violations (

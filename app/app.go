@@ -5,6 +5,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -150,7 +151,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		return fail(err)
 	}
 
-	a.Engine = engine.New(db, engine.Options{Logger: d.Logger, Clock: d.Clock})
+	pushInterval := cmp.Or(cfg.PushInterval, 5*time.Millisecond)
+	a.Engine = engine.New(db, engine.Options{Logger: d.Logger, Clock: d.Clock, MinInterval: max(0, pushInterval)})
 	a.Exams = exam.NewRegistry(db)
 	a.Proctoring = proctoring.New(db, a.Exams, proctoring.Config{
 		HeartbeatMinInterval: cfg.HeartbeatMin, DisconnectAfter: cfg.DisconnectAfter,

@@ -54,6 +54,9 @@ type Config struct {
 	// WriteTimeout closes a socket whose write blocked this long (its client
 	// stopped reading); 0 is the default, 10 s.
 	WriteTimeout time.Duration
+	// PushInterval spaces each live query's runs under load (see
+	// engine.Options.MinInterval); 0 is the default, 5 ms; negative: none.
+	PushInterval time.Duration
 	// StallLag: the process this late on its 100 ms tick counts as past
 	// capacity (overload control); 0 is the default, 250 ms.
 	StallLag time.Duration

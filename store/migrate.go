@@ -69,6 +69,9 @@ var upgrades = []string{
 	   (SELECT max(o.delivered_at) FROM outbox o WHERE o.ref_table = 'exam_sessions' AND o.ref_id = exam_sessions.id), ended_at)
 	   WHERE status = 'submitted' AND NOT EXISTS (SELECT 1 FROM outbox o
 	     WHERE o.ref_table = 'exam_sessions' AND o.ref_id = exam_sessions.id AND o.delivered_at IS NULL);`,
+	// 3 → 4: heartbeats no longer pay for an index on last_heartbeat (the
+	// silence sweep, every few seconds, scans instead).
+	`DROP INDEX IF EXISTS exam_sessions_active;`,
 }
 
 // SchemaVersion is the version schema.sql describes.

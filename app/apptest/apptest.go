@@ -101,6 +101,9 @@ func Boot(t testing.TB, opts ...Option) *Harness {
 	// A loaded test machine stalls now and then; tests of behaviour must not
 	// see overload control shed their sockets (its own tests set this).
 	cfg.StallLag = time.Minute
+	// On the fake clock, a push interval would hold every change until a
+	// test moves the clock: tests of behaviour push at once.
+	cfg.PushInterval = -1
 	deps := app.Deps{
 		Schema: storetest.Schema(t), Static: static.FS, Clock: fake,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -113,6 +113,12 @@ type Options struct {
 	// 1/(1+PaceFactor) of a core, while cheap queries keep running at once.
 	PaceFactor float64
 	MaxPace    time.Duration
+	// MinInterval spaces an instance's runs at least this far apart: under
+	// a storm of writes its subscribers get a few batched changes a second
+	// per window instead of a frame per commit (each frame is a syscall per
+	// subscriber). An instance idle for longer runs at once, so this adds
+	// latency only under load. Zero: none.
+	MinInterval time.Duration
 	// MaxPatch is how many touched rows a list patches; more re-run it whole.
 	MaxPatch int
 }
@@ -125,14 +131,15 @@ type Stats struct {
 
 // Engine runs functions and keeps subscriptions current.
 type Engine struct {
-	db         *store.DB
-	log        *slog.Logger
-	clock      clockwork.Clock
-	window     time.Duration
-	workers    int
-	paceFactor float64
-	maxPace    time.Duration
-	maxPatch   int
+	db          *store.DB
+	log         *slog.Logger
+	clock       clockwork.Clock
+	window      time.Duration
+	workers     int
+	paceFactor  float64
+	maxPace     time.Duration
+	minInterval time.Duration
+	maxPatch    int
 
 	funcs     map[string]Func
 	queries   map[string]Query
@@ -181,7 +188,7 @@ func New(db *store.DB, opts Options) *Engine {
 	}
 	e := &Engine{
 		db: db, log: opts.Logger, clock: opts.Clock, window: opts.Window, workers: opts.Workers,
-		paceFactor: opts.PaceFactor, maxPace: opts.MaxPace, maxPatch: opts.MaxPatch,
+		paceFactor: opts.PaceFactor, maxPace: opts.MaxPace, minInterval: opts.MinInterval, maxPatch: opts.MaxPatch,
 		funcs:     map[string]Func{},
 		queries:   map[string]Query{},
 		instances: map[string]*instance{},

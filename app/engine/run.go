@@ -176,7 +176,7 @@ func (e *Engine) execute(inst *instance, first bool) {
 	// Paced from the run's start, each part capped, so that a clock that
 	// jumped during the run (a fake one in tests, a stalled process) never
 	// holds the instance for long after it.
-	inst.readyAt = started.Add(min(cost, e.maxPace) + min(time.Duration(e.paceFactor*float64(cost)), e.maxPace))
+	inst.readyAt = started.Add(max(e.minInterval, min(cost, e.maxPace)+min(time.Duration(e.paceFactor*float64(cost)), e.maxPace)))
 	if err != nil {
 		// Nothing was published: what this run took must be read again.
 		inst.pendingAll = true
