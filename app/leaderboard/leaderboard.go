@@ -252,13 +252,16 @@ type Entry struct {
 	SubmittedAt string  `json:"submitted_at"`
 }
 
-type boardArgs struct {
+// BoardArgs are the arguments of getLeaderboard and getQuiz (which has
+// no use for limit). Exported for app/api's table of the contract: a field
+// tagged omitempty is optional for clients.
+type BoardArgs struct {
 	QuizCode string `json:"quiz_code"`
-	Limit    *int   `json:"limit"`
+	Limit    *int   `json:"limit,omitempty"`
 }
 
 func (s *Service) getLeaderboard(ctx context.Context, _ engine.Caller, raw json.RawMessage) (engine.Plan, error) {
-	var a boardArgs
+	var a BoardArgs
 	if err := args.Decode(raw, &a); err != nil {
 		return engine.Plan{}, err
 	}
@@ -333,7 +336,7 @@ type Quiz struct {
 }
 
 func (s *Service) getQuiz(ctx context.Context, _ engine.Caller, raw json.RawMessage) (engine.Plan, error) {
-	var a boardArgs
+	var a BoardArgs
 	if err := args.Decode(raw, &a); err != nil {
 		return engine.Plan{}, err
 	}

@@ -102,12 +102,15 @@ func (s *Service) Register(e *engine.Engine) {
 	e.OnConnClosed(s.connClosed)
 }
 
-type examArgs struct {
+// ExamArgs are the arguments of startSession, endSession and
+// getExamSessions. The argument types are exported for app/api's table of
+// the contract: a field tagged omitempty is optional for clients.
+type ExamArgs struct {
 	ExamID string `json:"exam_id"`
 }
 
 func (s *Service) startSession(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a examArgs
+	var a ExamArgs
 	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
 		return nil, err
 	}
@@ -145,20 +148,22 @@ func (s *Service) startSession(ctx context.Context, c engine.Caller, raw json.Ra
 	return sessionView(sess), nil
 }
 
-type network struct {
+// Network is what a heartbeat may say about the student's connection.
+type Network struct {
 	RTTMs         *float64 `json:"rtt_ms,omitempty"`
 	DownlinkMbps  *float64 `json:"downlink_mbps,omitempty"`
 	EffectiveType string   `json:"effective_type,omitempty"`
 }
 
-type heartbeatArgs struct {
+// HeartbeatArgs are heartbeat's arguments.
+type HeartbeatArgs struct {
 	ExamID          string   `json:"exam_id"`
 	CurrentQuestion *int     `json:"current_question"`
 	AnsweredCount   *int     `json:"answered_count"`
-	Network         *network `json:"network"`
+	Network         *Network `json:"network,omitempty"`
 }
 
-func (a heartbeatArgs) validate() error {
+func (a HeartbeatArgs) validate() error {
 	if a.CurrentQuestion == nil || a.AnsweredCount == nil {
 		return apperr.New(apperr.InvalidArgument, "current_question and answered_count are required")
 	}
@@ -184,7 +189,7 @@ type HeartbeatResult struct {
 }
 
 func (s *Service) heartbeat(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a heartbeatArgs
+	var a HeartbeatArgs
 	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
 		return nil, err
 	}
@@ -226,15 +231,16 @@ func (s *Service) heartbeat(ctx context.Context, c engine.Caller, raw json.RawMe
 	return HeartbeatResult{ServerTime: store.FormatTime(now)}, nil
 }
 
-type violationArgs struct {
+// ViolationArgs are logViolation's arguments.
+type ViolationArgs struct {
 	ExamID   string `json:"exam_id"`
 	Type     string `json:"type"`
-	Detail   string `json:"detail"`
-	ClientTS string `json:"client_ts"`
-	ClientID string `json:"client_id"`
+	Detail   string `json:"detail,omitempty"`
+	ClientTS string `json:"client_ts,omitempty"`
+	ClientID string `json:"client_id,omitempty"`
 }
 
-func (a violationArgs) validate() error {
+func (a ViolationArgs) validate() error {
 	if !ViolationTypes[a.Type] {
 		return apperr.New(apperr.InvalidArgument, "unknown violation type %q", a.Type)
 	}
@@ -250,7 +256,7 @@ func (a violationArgs) validate() error {
 }
 
 func (s *Service) logViolation(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a violationArgs
+	var a ViolationArgs
 	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
 		return nil, err
 	}
@@ -303,7 +309,7 @@ func (s *Service) logViolation(ctx context.Context, c engine.Caller, raw json.Ra
 }
 
 func (s *Service) endSession(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a examArgs
+	var a ExamArgs
 	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
 		return nil, err
 	}
@@ -359,7 +365,7 @@ func touchSession(tx *store.Tx, sess store.Session) {
 }
 
 func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
-	var a examArgs
+	var a ExamArgs
 	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
 		return engine.Plan{}, err
 	}
@@ -393,11 +399,14 @@ func sessionRows(ss []store.Session) []engine.Row {
 	return rows
 }
 
+// SessionArgs are getSession's arguments.
+type SessionArgs struct {
+	ExamID    string `json:"exam_id"`
+	StudentID string `json:"student_id"`
+}
+
 func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
-	var a struct {
-		ExamID    string `json:"exam_id"`
-		StudentID string `json:"student_id"`
-	}
+	var a SessionArgs
 	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
 		return engine.Plan{}, err
 	}
@@ -442,11 +451,14 @@ func (s *Service) getSession(ctx context.Context, c engine.Caller, raw json.RawM
 	}, nil
 }
 
+// ViolationsArgs are getViolations' arguments.
+type ViolationsArgs struct {
+	ExamID string `json:"exam_id"`
+	Limit  *int   `json:"limit,omitempty"`
+}
+
 func (s *Service) getViolations(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
-	var a struct {
-		ExamID string `json:"exam_id"`
-		Limit  *int   `json:"limit"`
-	}
+	var a ViolationsArgs
 	if err := decodeExam(raw, &a, &a.ExamID); err != nil {
 		return engine.Plan{}, err
 	}
