@@ -1,0 +1,330 @@
+package static_test
+
+// The React kit in a real React build: examples/react bundled by Vite
+// (react_test.go), served by its own file server on another origin than
+// invigil (as the platform's app is), run in Chromium against the real
+// wiring. The pages sign in the way the platform does: a Supabase session
+// in localStorage, read by the real @supabase/supabase-js client and handed
+// to InvigilProvider.
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"invigil/app"
+	"invigil/app/apptest"
+	"invigil/app/exam"
+	"invigil/app/identity"
+)
+
+// supabaseRef is the project ref in the example's VITE_SUPABASE_URL: its
+// client keeps the session under sb-<ref>-auth-token.
+const supabaseRef = "test-ref"
+
+// reactSite is invigil and the example app built against it.
+type reactSite struct {
+	*apptest.Harness
+	app string // the example's origin (its own file server)
+}
+
+// bootReact starts invigil (real clock, exam "demo" taught by tutor-1),
+// builds the example with env against it and serves the build.
+func bootReact(t *testing.T, env map[string]string, development bool, opts ...apptest.Option) *reactSite {
+	t.Helper()
+	requireChromium(t)
+	requireExample(t)
+	var dist atomic.Pointer[string]
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.FileServer(http.Dir(*dist.Load())).ServeHTTP(w, r)
+	}))
+	t.Cleanup(files.Close)
+	opts = append([]apptest.Option{apptest.WithRealClock(), apptest.WithConfig(func(c *app.Config) {
+		c.AllowedOrigins = []string{files.URL} // the app is on another origin, as in production
+	})}, opts...)
+	h := apptest.Boot(t, opts...)
+	h.Exam(exam.Registration{ExamID: examID, Title: "React exam", TutorIDs: []string{tutor.ID}, QuizCode: "REACT1", Status: exam.Open})
+	vars := map[string]string{
+		"VITE_INVIGIL_URL":  "ws" + strings.TrimPrefix(h.URL, "http") + "/ws",
+		"VITE_SUPABASE_URL": "https://" + supabaseRef + ".supabase.co",
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	d := buildExample(t, vars, development)
+	dist.Store(&d)
+	return &reactSite{Harness: h, app: files.URL}
+}
+
+// spy records, in the page, every WebSocket frame (window.__ws.sent and
+// .got, parsed) and can hold outgoing frames: while window.__ws.hold(frame)
+// returns true the frame waits in window.__ws.held until __ws.release().
+const spy = `(() => {
+	const W = window.WebSocket;
+	const ws = window.__ws = { sockets: 0, sent: [], got: [], held: [], hold: () => false };
+	ws.release = () => { const h = ws.held.splice(0); for (const [s, d] of h) s.call(d); };
+	window.WebSocket = class extends W {
+		constructor(...args) {
+			super(...args);
+			ws.sockets++;
+			this.addEventListener('message', (e) => { try { ws.got.push(JSON.parse(e.data)); } catch {} });
+			const send = (d) => super.send(d);
+			this.send = (d) => {
+				let f = null;
+				try { f = JSON.parse(d); } catch {}
+				ws.sent.push(f);
+				if (f && ws.hold(f)) ws.held.push([send, d]);
+				else send(d);
+			};
+		}
+	};
+})()`
+
+// openExample opens route (#/…) of the example in a fresh browser context,
+// signed in as u (the zero User: signed out), with the frame spy installed.
+func (s *reactSite) openExample(b *browser, name string, u identity.User, route string) *tab {
+	b.t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext(), chromedp.WithListener(b.listener(name)))
+	tb := &tab{b: b, name: name, ctx: ctx, cancel: cancel}
+	b.t.Cleanup(cancel)
+	tb.do(chromedp.Navigate(s.app + "/robots.txt")) // the origin, for localStorage
+	if u.ID != "" {
+		tb.eval(fmt.Sprintf(`localStorage.setItem(%s, %s)`, js("sb-"+supabaseRef+"-auth-token"), js(s.session(u))))
+	}
+	if _, err := chromedp.Call(tb.ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: spy}); err != nil {
+		b.t.Fatalf("%s: install the frame spy: %v", name, err)
+	}
+	tb.do(chromedp.Navigate(s.app + "/" + route))
+	return tb
+}
+
+// session is what supabase-js stores for a signed-in user: the access
+// token is one invigil verifies (the harness's issuer).
+func (s *reactSite) session(u identity.User) string {
+	exp := time.Now().Add(time.Hour).Unix()
+	b, _ := json.Marshal(map[string]any{
+		"access_token": s.Token(u), "refresh_token": "refresh-" + u.ID, "token_type": "bearer",
+		"expires_in": 3600, "expires_at": exp,
+		"user": map[string]any{
+			"id": u.ID, "aud": "authenticated", "role": "authenticated", "email": u.ID + "@example.com",
+			"app_metadata": map[string]any{"role": string(u.Role)}, "user_metadata": map[string]any{"full_name": u.Name},
+			"created_at": "2026-01-01T00:00:00Z",
+		},
+	})
+	return string(b)
+}
+
+// calls reads invigil_calls_total{fn, code="ok"} from /metrics.
+func (s *reactSite) calls(t *testing.T, fn string) int {
+	t.Helper()
+	res, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	want := `invigil_calls_total{code="ok",fn="` + fn + `"} `
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), want); ok {
+			n, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", sc.Text(), err)
+			}
+			return int(n)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+// sessionRow reads one student's row of the grid over HTTP, as the tutor.
+func (s *reactSite) sessionRow(t *testing.T, studentID string) map[string]any {
+	t.Helper()
+	code, body := s.Query(tutor, "proctoring.getExamSessions", map[string]any{"exam_id": examID})
+	if code != http.StatusOK {
+		t.Fatalf("getExamSessions: %d %s", code, body)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(body), &rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r["student_id"] == studentID {
+			return r
+		}
+	}
+	return nil
+}
+
+// The tutor's dashboard (useQuery on proctoring.getExamSessions) re-renders
+// when a student's heartbeat is written: the change arrives as a delta of
+// one row, and of the memoized rows only that student's renders again.
+func TestReactQueryRerendersOnWrite(t *testing.T) {
+	s := bootReact(t, nil, true)
+	b := newBrowser(t, 60*time.Second)
+	ann := identity.User{ID: "stu-ann", Role: identity.Student, Name: "Ann Able"}
+	bob := identity.User{ID: "stu-bob", Role: identity.Student, Name: "Bob Baker"}
+	for _, u := range []identity.User{ann, bob} {
+		if code, body := s.Call(u, "proctoring.startSession", map[string]any{"exam_id": examID}); code != http.StatusOK {
+			t.Fatalf("startSession %s: %d %s", u.ID, code, body)
+		}
+	}
+
+	tb := s.openExample(b, "tutor", tutor, "#/tutor/"+examID)
+	row := func(id string) string {
+		return fmt.Sprintf(`document.querySelector('tr.session[data-student-id=%s]')`, js(id))
+	}
+	tb.wait("both students on the grid", row(ann.ID)+` && `+row(bob.ID), 10*time.Second)
+	tb.wait("online", `document.querySelector('#conn')?.dataset.state === 'online'`, 5*time.Second)
+	if got := get[string](tb, row(ann.ID)+`.querySelector('.answered').textContent`); got != "0" {
+		t.Fatalf("Ann's answered count %q, want 0", got)
+	}
+	renders := func(name string) int { return get[int](tb, fmt.Sprintf(`window.__example.renders[%s] ?? 0`, js(name))) }
+	annBefore, bobBefore, dashBefore := renders("row:"+ann.ID), renders("row:"+bob.ID), renders("dashboard")
+	frames := `window.__ws.got.filter((f) => f.type === %s && f.id === window.__ws.sent.find((x) => x && x.type === 'sub' && x.query === 'proctoring.getExamSessions')?.id).length`
+	dataBefore := get[int](tb, fmt.Sprintf(frames, js("data")))
+
+	// Ann answers three questions; her page's heartbeat is written.
+	if code, body := s.Call(ann, "proctoring.heartbeat", map[string]any{"exam_id": examID, "current_question": 4, "answered_count": 3}); code != http.StatusOK {
+		t.Fatalf("heartbeat: %d %s", code, body)
+	}
+	took := tb.wait("Ann's new count on the grid", row(ann.ID)+`.querySelector('.answered').textContent === '3'`, 2*time.Second)
+	t.Logf("heartbeat written → the tutor's React grid shows it: %s", took.Round(time.Millisecond))
+
+	if got := renders("dashboard"); got <= dashBefore {
+		t.Fatalf("the dashboard did not re-render (%d renders before and after)", got)
+	}
+	if got := renders("row:" + ann.ID); got <= annBefore {
+		t.Fatalf("Ann's row did not re-render")
+	}
+	if got := renders("row:" + bob.ID); got != bobBefore {
+		t.Fatalf("Bob's row re-rendered (%d → %d renders): unchanged rows must keep their identity", bobBefore, got)
+	}
+	deltas := get[int](tb, fmt.Sprintf(frames, js("delta")))
+	if deltas < 1 {
+		t.Fatalf("no delta frame for the grid's subscription; frames: %s", get[string](tb, `JSON.stringify(window.__ws.got.map((f) => f.type))`))
+	}
+	if got := get[int](tb, fmt.Sprintf(frames, js("data"))); got != dataBefore {
+		t.Fatalf("the write came as a whole data frame (%d → %d), not a delta", dataBefore, got)
+	}
+	t.Logf("grid subscription: %d data frame(s), %d delta(s); renders: dashboard %d, Ann's row %d → %d, Bob's row %d → %d",
+		dataBefore, deltas, renders("dashboard"), annBefore, renders("row:"+ann.ID), bobBefore, renders("row:"+bob.ID))
+}
+
+// useProctoring under React StrictMode (a development build, where React
+// mounts the exam view, unmounts it and mounts it again): exactly one
+// proctoring.startSession reaches the server, heartbeats carry progress,
+// a copy is reported, and Submit ends the session.
+func TestReactProctoringStartsOnceUnderStrictMode(t *testing.T) {
+	s := bootReact(t, nil, true)
+	b := newBrowser(t, 60*time.Second)
+	sam := identity.User{ID: "stu-sam", Role: identity.Student, Name: "Sam Student"}
+
+	tb := s.openExample(b, "student", sam, "#/exam/"+examID)
+	tb.wait("session active", `document.querySelector('#status')?.dataset.phase === 'active'`, 10*time.Second)
+	if n := get[int](tb, `window.__example.mounts.ExamView`); n != 2 {
+		t.Fatalf("ExamView mounted %d times; StrictMode in a development build mounts it twice (is the build in development mode?)", n)
+	}
+	if n := s.calls(t, "proctoring.startSession"); n != 1 {
+		t.Fatalf("server counted %d proctoring.startSession calls, want exactly 1", n)
+	}
+	if n := get[int](tb, `window.__ws.sent.filter((f) => f?.type === 'call' && f.fn === 'proctoring.startSession').length`); n != 1 {
+		t.Fatalf("the page sent startSession %d times, want 1", n)
+	}
+	if n := get[int](tb, `window.__ws.sockets`); n != 1 {
+		t.Fatalf("the page opened %d sockets, want 1 (StrictMode must not reconnect)", n)
+	}
+
+	// The first heartbeat goes at once; one with progress as soon as the
+	// server takes the next (5 s apart).
+	tb.do(chromedp.Click(chromedp.CSS(`#question input[value="1"]`)))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := s.sessionRow(t, sam.ID)
+		if r != nil && r["answered_count"] == float64(1) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the answer never reached the tutor's grid: %v", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := s.calls(t, "proctoring.heartbeat"); n < 2 {
+		t.Fatalf("%d heartbeats, want at least 2", n)
+	}
+
+	// A violation the hook's listeners see.
+	tb.eval(`document.dispatchEvent(new Event('copy'))`)
+	tb.wait("recorded on the page", `document.querySelector('#recorded')?.textContent === '1'`, 2*time.Second)
+	deadline = time.Now().Add(3 * time.Second)
+	for s.sessionRow(t, sam.ID)["violation_count"] != float64(1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the copy never reached the server: %v", s.sessionRow(t, sam.ID))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	tb.do(chromedp.Click(chromedp.CSS(`#submit`)))
+	tb.wait("submitted", `document.querySelector('#status')?.dataset.phase === 'submitted'`, 5*time.Second)
+	if st := s.sessionRow(t, sam.ID)["status"]; st != "submitted" {
+		t.Fatalf("status %v after submit", st)
+	}
+	if n := s.calls(t, "proctoring.startSession"); n != 1 {
+		t.Fatalf("server counted %d startSession calls at the end, want 1", n)
+	}
+}
+
+// With VITE_USE_INVIGIL_PROCTORING=false the exam route renders the
+// platform's own exam view and never opens a socket; the other flags stay
+// on: the projector, signed out, shows a score pushed by grade-exam live.
+func TestReactFlagOffRendersFallback(t *testing.T) {
+	s := bootReact(t, map[string]string{"VITE_USE_INVIGIL_PROCTORING": "false"}, false)
+	b := newBrowser(t, 60*time.Second)
+	sam := identity.User{ID: "stu-sam", Role: identity.Student, Name: "Sam Student"}
+
+	tb := s.openExample(b, "student", sam, "#/exam/"+examID)
+	tb.wait("the fallback exam view", `document.querySelector('#exam')?.dataset.backend === 'supabase'`, 10*time.Second)
+	tb.do(chromedp.Click(chromedp.CSS(`#question input[value="1"]`)))
+	tb.eval(`document.dispatchEvent(new Event('copy'))`)
+	time.Sleep(300 * time.Millisecond) // what a socket would have had time to do
+	if n := get[int](tb, `window.__ws.sockets`); n != 0 {
+		t.Fatalf("the fallback path opened %d sockets to invigil", n)
+	}
+	if get[bool](tb, `!!document.querySelector('#conn')`) {
+		t.Fatal("the fallback path shows invigil's connection badge")
+	}
+	if n := s.calls(t, "proctoring.startSession"); n != 0 {
+		t.Fatalf("server counted %d startSession calls with proctoring off", n)
+	}
+
+	// Leaderboard still on: the projector, nobody signed in.
+	kids := s.openExample(b, "projector", identity.User{}, "#/kids/REACT1")
+	kids.wait("the board (invigil)", `document.querySelector('#board')?.dataset.backend === 'invigil'`, 10*time.Second)
+	if code, body := s.Hook("/hooks/scores", "score_sub-1", map[string]any{
+		"submission_id": "sub-1", "exam_id": examID, "quiz_code": "REACT1", "nickname": "Rocket",
+		"score": 9, "max_score": 10, "submitted_at": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339),
+	}); code != http.StatusOK {
+		t.Fatalf("score: %d %s", code, body)
+	}
+	took := kids.wait("the score on the board", `document.querySelector('li.entry .nick')?.textContent === 'Rocket'`, 3*time.Second)
+	t.Logf("score pushed → on the signed-out projector: %s", took.Round(time.Millisecond))
+	if got := get[string](kids, `document.querySelector('#players').textContent`); got != "1" {
+		t.Fatalf("players %q, want 1", got)
+	}
+	if n := get[int](kids, `window.__ws.sent.filter((f) => f?.type === 'auth').length`); n != 0 {
+		t.Fatalf("the signed-out projector sent %d auth frames", n)
+	}
+}
