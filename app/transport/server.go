@@ -25,6 +25,7 @@ import (
 	"invigil/app/engine"
 	"invigil/app/identity"
 	"invigil/app/metrics"
+	"invigil/app/ratelimit"
 )
 
 // Verifier checks an access token (auth.Verifier in production).
@@ -85,7 +86,7 @@ type Server struct {
 	mel     *melody.Melody
 	log     *slog.Logger
 	clock   clockwork.Clock
-	limits  *limiter
+	limits  *ratelimit.Limiter
 	metrics *metrics.Metrics
 
 	nextConn    atomic.Uint64
@@ -119,7 +120,7 @@ func New(opts Options) *Server {
 	setDefault(&opts.WriteTimeout, 10*time.Second)
 	s := &Server{
 		opts: opts, log: opts.Logger, clock: opts.Clock, metrics: opts.Metrics,
-		limits: newLimiter(opts.Clock, opts.CallRate, opts.CallBurst),
+		limits: ratelimit.New(opts.Clock, opts.CallRate, opts.CallBurst),
 		conns:  map[uint64]*wsConn{},
 	}
 	s.metrics.Gauge("invigil_ws_send_queue_bytes", "Bytes of frames waiting in sockets' send queues.",

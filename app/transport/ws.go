@@ -540,7 +540,7 @@ func (c *wsConn) call(f inFrame) {
 // invoke runs a function for a caller, rate-limited per user; it is shared
 // by the socket and HTTP.
 func (s *Server) invoke(caller engine.Caller, fn string, args json.RawMessage) (json.RawMessage, error) {
-	if wait := s.limits.take(caller.User.ID); wait > 0 {
+	if wait := s.limits.Take(caller.User.ID); wait > 0 {
 		return nil, &apperr.Error{Code: apperr.RateLimited, Message: "too many calls", RetryAfterMs: wait.Milliseconds() + 1}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
