@@ -18,11 +18,14 @@ import (
 
 	"invigil/app/archive"
 	"invigil/app/auth"
+	"invigil/app/chat"
 	"invigil/app/demo"
 	"invigil/app/engine"
 	"invigil/app/exam"
+	"invigil/app/identity"
 	"invigil/app/jobs"
 	"invigil/app/metrics"
+	"invigil/app/presence"
 	"invigil/app/proctoring"
 	"invigil/app/transport"
 	"invigil/app/webhook"
@@ -51,6 +54,8 @@ type App struct {
 	Engine     *engine.Engine
 	Exams      *exam.Registry
 	Proctoring *proctoring.Service
+	Chat       *chat.Service
+	Presence   *presence.Service
 	Server     *transport.Server
 	Verifier   *auth.Verifier
 	Metrics    *metrics.Metrics
@@ -66,6 +71,7 @@ var Pages = map[string]string{
 	"/":                 "index.html",
 	"/proctor/:exam_id": "proctor.html",
 	"/exam/:exam_id":    "exam.html",
+	"/support":          "support.html",
 }
 
 // New opens the store and builds everything; Close undoes it. With
@@ -155,6 +161,17 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		ViolationDetailCap: cfg.ViolationDetailCap, Logger: d.Logger,
 	})
 	a.Proctoring.Register(a.Engine)
+	// Chat and presence (issue 8): presence asks chat who may be in a
+	// chat's scope; chat sets typing flags through presence.
+	a.Presence = presence.New(db, a.Exams, presence.Config{
+		TTL: cfg.PresenceTTL, TypingTTL: cfg.TypingTTL, Logger: d.Logger,
+		ChatAccess: func(ctx context.Context, u identity.User, id string) ([]string, error) {
+			return a.Chat.Access(ctx, u, id)
+		},
+	})
+	a.Chat = chat.New(db, a.Exams, a.Presence, chat.Config{Retention: cfg.Retention, Clock: d.Clock, Logger: d.Logger})
+	a.Presence.Register(a.Engine)
+	a.Chat.Register(a.Engine)
 	a.registerMetrics()
 
 	a.Server = transport.New(transport.Options{
@@ -242,6 +259,12 @@ func (a *App) Jobs() []jobs.Job {
 			return n, err
 		}},
 	}
+	// Chat and presence (issue 8).
+	list = append(list,
+		jobs.Job{Name: "typing-expiry", Every: time.Second, Run: a.Presence.ExpireTyping},
+		jobs.Job{Name: "presence-expiry", Every: max(time.Second, a.Config.PresenceTTL/6), Run: a.Presence.ExpireStale},
+		jobs.Job{Name: "chat-purge", Every: 10 * time.Minute, Run: a.Chat.PurgeEnded},
+	)
 	if a.Archive != nil {
 		list = append(list, jobs.Job{Name: "archive-outbox", Every: 2 * time.Second, Run: a.Archive.DeliverDue})
 	}
