@@ -14,9 +14,9 @@ var (
 	student  = identity.User{ID: "stu", Role: identity.Student}
 	agentA   = identity.User{ID: "agent-a", Role: identity.Agent}
 	agentB   = identity.User{ID: "agent-b", Role: identity.Agent}
-	tutorT   = identity.User{ID: "tutor-t", Role: identity.Tutor}  // teaches exam e1
-	tutorU   = identity.User{ID: "tutor-u", Role: identity.Tutor}  // teaches exam e1 too
-	tutorX   = identity.User{ID: "tutor-x", Role: identity.Tutor}  // teaches another exam
+	tutorT   = identity.User{ID: "tutor-t", Role: identity.Tutor} // teaches exam e1
+	tutorU   = identity.User{ID: "tutor-u", Role: identity.Tutor} // teaches exam e1 too
+	tutorX   = identity.User{ID: "tutor-x", Role: identity.Tutor} // teaches another exam
 	admin    = identity.User{ID: "admin", Role: identity.Admin}
 	stranger = identity.User{ID: "other-stu", Role: identity.Student}
 	exam1    = &store.Exam{ID: "e1", TutorIDs: []string{tutorT.ID, tutorU.ID}}

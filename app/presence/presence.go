@@ -68,7 +68,7 @@ type Service struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
-	conns    map[uint64]*connPresence    // what each socket carries
+	conns    map[uint64]*connPresence  // what each socket carries
 	carriers map[store.PresenceKey]int // live sockets per (scope, user)
 }
 
