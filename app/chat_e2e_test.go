@@ -116,7 +116,9 @@ func TestChatTwoUsersFrameByFrame(t *testing.T) {
 			map[string]int{"p": 1}, nil},
 		{"the agent enters the chat", func() { mustResult(t, ag.Call("presence.touchPresence", map[string]any{"scope": scope})) },
 			map[string]int{"p": 1}, nil},
-		{"the student writes", func() { m1 = decodeAs[chat.MessageView](t, mustResult(t, send(stu, c.ID, "s-1", "Hello, my exam link is broken"))) },
+		{"the student writes", func() {
+			m1 = decodeAs[chat.MessageView](t, mustResult(t, send(stu, c.ID, "s-1", "Hello, my exam link is broken")))
+		},
 			map[string]int{"m": 1}, func() {
 				if m1.Seq != 1 || m1.SenderRole != "student" || len(m1.ReadBy) != 0 {
 					t.Fatalf("m1: %+v", m1)
