@@ -285,7 +285,13 @@ func (a *App) Run(ctx context.Context, l net.Listener) error {
 	go func() {
 		defer close(simDone)
 		if a.Config.Demo {
+			chats := make(chan struct{})
+			go func() { // support chats and exam-room questions (issue 8)
+				defer close(chats)
+				demo.SimulateChats(simCtx, a.Engine, a.clock, a.log)
+			}()
 			demo.Simulate(simCtx, a.Engine, a.Config.DemoStudents, a.clock, a.log, a.Proctoring.ResetSession)
+			<-chats
 		}
 	}()
 	served := make(chan error, 1)
