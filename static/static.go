@@ -6,6 +6,7 @@
 //	/signin            signin.html   (demo mode; uses POST /demo/token)
 //	/proctor/{exam_id} proctor.html
 //	/exam/{exam_id}    exam.html
+//	/support           support.html  (the agents' chat console)
 //
 // Pages load their modules and styles by absolute path (/static/…), so they
 // work under any route.
