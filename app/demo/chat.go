@@ -110,10 +110,13 @@ type chatter struct {
 	user  identity.User
 	conn  uint64
 	sent  int
+	idx   int // in the cast
+	asked int // questions asked so far
 }
 
 func newChatter(e *engine.Engine, clock clockwork.Clock, log *slog.Logger, u identity.User, i uint64) *chatter {
-	return &chatter{e: e, clock: clock, log: log, user: u, rng: rand.New(rand.NewPCG(i, 8)), conn: 1<<61 + i*100_000}
+	return &chatter{e: e, clock: clock, log: log, user: u, idx: int(i),
+		rng: rand.New(rand.NewPCG(i*0x9E3779B97F4A7C15+1, 8)), conn: 1<<61 + i*100_000}
 }
 
 func (c *chatter) caller() engine.Caller { return engine.Caller{User: c.user, Conn: c.conn} }
@@ -265,7 +268,9 @@ func (c *chatter) visit(ctx context.Context, scope string, first time.Duration) 
 		var ch simChat
 		if err == nil && json.Unmarshal(raw, &ch) == nil && ch.ID != "" {
 			c.call(ctx, "presence.touchPresence", map[string]any{"scope": "chat:" + ch.ID})
-			c.talk(ctx, ch.ID, questions[c.rng.IntN(len(questions))], followUps, patience)
+			// Each in turn, starting at a different one: no two visitors open alike.
+			c.talk(ctx, ch.ID, questions[(c.idx*3+c.asked)%len(questions)], followUps, patience)
+			c.asked++
 		}
 		c.e.ConnClosed(c.conn) // the visitor's tab closes: offline at once
 		if !c.sleep(ctx, c.jitter(40*time.Second, 3*time.Minute)) {
