@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,7 +90,16 @@ func send(w *apptest.WS, sessionID, clientID, body string) apptest.Frame {
 // frame on the subscription it concerns and none on the others; a typing
 // toggle and a presence touch never reach a getMessages subscription.
 func TestChatTwoUsersFrameByFrame(t *testing.T) {
-	h := bootWithExams(t)
+	// Counts the runs of the message list (whole or a patch): typing and
+	// presence must cause none.
+	var messageRuns atomic.Int64
+	h := bootWithExams(t, apptest.WithSetup(func(a *app.App) {
+		a.Engine.SetRunHook(func(name, _ string) {
+			if name == "chat.getMessages" {
+				messageRuns.Add(1)
+			}
+		})
+	}))
 	stu, ag := h.DialAs(student1), h.DialAs(agent1)
 	c := startSupport(t, stu)
 	if c.Status != "waiting" {
@@ -106,16 +116,19 @@ func TestChatTwoUsersFrameByFrame(t *testing.T) {
 		views[w]["p"].Apply(apptest.Frame{Type: "data", Value: subDeltas(t, w, "p", "presence.listPresence", map[string]any{"scope": scope})})
 	}
 	var m1, m2 chat.MessageView
+	// Each step: frames per subscription (the same on both sockets), and
+	// for a message step the rows its delta carries.
 	steps := []struct {
 		name  string
 		act   func()
-		want  map[string]int // frames per subscription, the same on both sockets
+		want  map[string]int
 		check func()
+		rows  int
 	}{
 		{"the student enters the chat", func() { mustResult(t, stu.Call("presence.touchPresence", map[string]any{"scope": scope})) },
-			map[string]int{"p": 1}, nil},
+			map[string]int{"p": 1}, nil, 0},
 		{"the agent enters the chat", func() { mustResult(t, ag.Call("presence.touchPresence", map[string]any{"scope": scope})) },
-			map[string]int{"p": 1}, nil},
+			map[string]int{"p": 1}, nil, 0},
 		{"the student writes", func() {
 			m1 = decodeAs[chat.MessageView](t, mustResult(t, send(stu, c.ID, "s-1", "Hello, my exam link is broken")))
 		},
@@ -123,15 +136,15 @@ func TestChatTwoUsersFrameByFrame(t *testing.T) {
 				if m1.Seq != 1 || m1.SenderRole != "student" || len(m1.ReadBy) != 0 {
 					t.Fatalf("m1: %+v", m1)
 				}
-			}},
+			}, 1},
 		{"the agent starts typing", func() { mustResult(t, ag.Call("chat.setTyping", map[string]any{"session_id": c.ID, "typing": true})) },
-			map[string]int{"p": 1}, func() { wantTyping(t, views, stu, agent1.ID, true) }},
+			map[string]int{"p": 1}, func() { wantTyping(t, views, stu, agent1.ID, true) }, 0},
 		{"the typing flag expires", func() {
 			h.Advance(h.App.Config.TypingTTL)
 			if n, err := h.App.Presence.ExpireTyping(t.Context()); err != nil || n != 1 {
 				t.Fatalf("expire typing: %d %v", n, err)
 			}
-		}, map[string]int{"p": 1}, func() { wantTyping(t, views, stu, agent1.ID, false) }},
+		}, map[string]int{"p": 1}, func() { wantTyping(t, views, stu, agent1.ID, false) }, 0},
 		{"the agent answers (and has read the student's message)", func() {
 			m2 = decodeAs[chat.MessageView](t, mustResult(t, send(ag, c.ID, "a-1", "Let me look.")))
 		}, map[string]int{"m": 1}, func() {
@@ -139,7 +152,7 @@ func TestChatTwoUsersFrameByFrame(t *testing.T) {
 			if len(got) != 2 || got[1].ID != m2.ID || !cmp.Equal(got[0].ReadBy, []string{agent1.ID}) {
 				t.Fatalf("student holds %+v", got)
 			}
-		}},
+		}, 2}, // the answer, and the question now read by the agent
 		{"the student reads the answer", func() {
 			mustResult(t, stu.Call("chat.markRead", map[string]any{"session_id": c.ID, "up_to_message_id": m2.ID}))
 		}, map[string]int{"m": 1}, func() {
@@ -147,29 +160,35 @@ func TestChatTwoUsersFrameByFrame(t *testing.T) {
 			if !cmp.Equal(got[1].ReadBy, []string{student1.ID}) {
 				t.Fatalf("agent holds %+v", got)
 			}
-		}},
+		}, 1}, // only the row whose read_by changed
 		{"the student reads it again", func() {
 			mustResult(t, stu.Call("chat.markRead", map[string]any{"session_id": c.ID, "up_to_message_id": m2.ID}))
-		}, map[string]int{}, nil},
+		}, map[string]int{}, nil, 0},
 		{"the student types", func() { mustResult(t, stu.Call("chat.setTyping", map[string]any{"session_id": c.ID, "typing": true})) },
-			map[string]int{"p": 1}, func() { wantTyping(t, views, ag, student1.ID, true) }},
+			map[string]int{"p": 1}, func() { wantTyping(t, views, ag, student1.ID, true) }, 0},
 		{"the student stops typing", func() { mustResult(t, stu.Call("chat.setTyping", map[string]any{"session_id": c.ID, "typing": false})) },
-			map[string]int{"p": 1}, func() { wantTyping(t, views, ag, student1.ID, false) }},
+			map[string]int{"p": 1}, func() { wantTyping(t, views, ag, student1.ID, false) }, 0},
 		{"a presence touch a second later", func() {
 			h.Advance(time.Second)
 			mustResult(t, stu.Call("presence.touchPresence", map[string]any{"scope": scope}))
-		}, map[string]int{"p": 1}, nil},
+		}, map[string]int{"p": 1}, nil, 0},
 		{"a presence touch elsewhere", func() { mustResult(t, stu.Call("presence.touchPresence", map[string]any{"scope": "global"})) },
-			map[string]int{}, nil},
+			map[string]int{}, nil, 0},
 		{"typing, then a message: the flag clears with it", func() {
 			mustResult(t, stu.Call("chat.setTyping", map[string]any{"session_id": c.ID, "typing": true}))
 			settle(t, h, stu, ag)
 			mustResult(t, send(stu, c.ID, "s-2", "Thanks!"))
-		}, map[string]int{"m": 1, "p": 1}, func() { wantTyping(t, views, ag, student1.ID, false) }},
+		}, map[string]int{"m": 1, "p": 1}, func() { wantTyping(t, views, ag, student1.ID, false) }, 0},
 	}
 	for _, step := range steps {
+		runs := messageRuns.Load()
 		step.act()
 		got := settle(t, h, stu, ag)
+		if step.want["m"] == 0 {
+			if n := messageRuns.Load() - runs; n != 0 {
+				t.Fatalf("%s: the message list ran %d times", step.name, n)
+			}
+		}
 		for i, w := range []*apptest.WS{stu, ag} {
 			for _, f := range got[i] {
 				if f.Type != "delta" {
@@ -181,6 +200,11 @@ func TestChatTwoUsersFrameByFrame(t *testing.T) {
 			}
 			if diff := cmp.Diff(step.want, countByID(got[i])); diff != "" {
 				t.Fatalf("%s: frames on socket %d per subscription (-want +got):\n%s", step.name, i, diff)
+			}
+			for _, f := range got[i] {
+				if f.ID == "m" && step.rows > 0 && len(f.Upsert)+len(f.Remove) != step.rows {
+					t.Fatalf("%s: the delta carries %d rows, want %d: %s", step.name, len(f.Upsert)+len(f.Remove), step.rows, f.Raw)
+				}
 			}
 		}
 		if step.check != nil {
@@ -706,4 +730,45 @@ func TestEndChatArchivesTheTranscriptOnce(t *testing.T) {
 func wantCallError(t *testing.T, f apptest.Frame, code string) {
 	t.Helper()
 	wantError(t, f, f.ID, code)
+}
+
+// An admin assigns a chat to an agent (any id: the token decides when they
+// act); the agent it was taken from reads but no longer writes. An exam
+// room is assigned only to a tutor of its exam, and a tutor taken off the
+// exam loses its rooms at once.
+func TestChatAdminAssignsAndRightsFollowTheExam(t *testing.T) {
+	h := bootWithExams(t)
+	stu, ag1, ag2, boss := h.DialAs(student1), h.DialAs(agent1), h.DialAs(agent2), h.DialAs(admin)
+	c := startSupport(t, stu)
+	mustResult(t, ag1.Call("chat.assignAgent", map[string]any{"session_id": c.ID}))
+	wantCallError(t, ag2.Call("chat.assignAgent", map[string]any{"session_id": c.ID}), "conflict")
+	wantCallError(t, ag1.Call("chat.assignAgent", map[string]any{"session_id": c.ID, "agent_id": agent2.ID}), "forbidden")
+	got := decodeAs[chat.SessionView](t, mustResult(t, boss.Call("chat.assignAgent", map[string]any{"session_id": c.ID, "agent_id": agent2.ID})))
+	if got.Status != "active" || *got.AssignedTo != agent2.ID {
+		t.Fatalf("reassigned: %+v", got)
+	}
+	mustResult(t, send(ag2, c.ID, "a2-1", "I take over from here."))
+	wantCallError(t, send(ag1, c.ID, "a1-1", "Me too?"), "forbidden")
+	ag1.Sub("m", "chat.getMessages", map[string]any{"session_id": c.ID}) // still reads
+	// Named without an agent's token: nothing.
+	mustResult(t, boss.Call("chat.assignAgent", map[string]any{"session_id": c.ID, "agent_id": student2.ID}))
+	wantCallError(t, send(h.DialAs(student2), c.ID, "s2-1", "hijack"), "forbidden")
+
+	room := decodeAs[chat.SessionView](t, mustResult(t, stu.Call("chat.startChat", map[string]any{"scope": "exam", "exam_id": "e1"})))
+	wantCallError(t, boss.Call("chat.assignAgent", map[string]any{"session_id": room.ID, "agent_id": tutor2.ID}), "invalid_argument")
+	mustResult(t, boss.Call("chat.assignAgent", map[string]any{"session_id": room.ID, "agent_id": tutor1.ID}))
+	tut := h.DialAs(tutor1)
+	tut.Sub("m", "chat.getMessages", map[string]any{"session_id": room.ID})
+	tut.Sub("l", "chat.listSessions", map[string]any{"exam_id": "e1"})
+	h.Exam(exam.Registration{ExamID: "e1", Title: "Exam one", TutorIDs: []string{tutor2.ID}, Status: exam.Open})
+	ended := map[string]string{}
+	for range 2 {
+		f := tut.Next()
+		ended[f.ID] = f.Code
+	}
+	if diff := cmp.Diff(map[string]string{"m": "forbidden", "l": "forbidden"}, ended); diff != "" {
+		t.Fatalf("the removed tutor's views (-want +got):\n%s", diff)
+	}
+	wantCallError(t, send(tut, room.ID, "t-1", "still here?"), "forbidden")
+	mustResult(t, send(h.DialAs(tutor2), room.ID, "t2-1", "I am the tutor now."))
 }

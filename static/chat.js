@@ -269,8 +269,9 @@ export function createChatView({ client, session, me, writable = () => ({ ok: tr
         return;
       } catch (e) {
         if (e.code === 'closed') return;
-        if (e.code === 'disconnected' || e.code === 'internal') {
-          // It may or may not have arrived: the same client_msg_id again is safe.
+        if (e.code === 'disconnected' || (e.code === 'internal' && tries < 10)) {
+          // It may or may not have arrived: the same client_msg_id again is
+          // safe. (While offline the call waits in invigil.js's queue.)
           await sleep(Math.min(5000, 300 * (tries + 1)));
           continue;
         }
@@ -339,13 +340,16 @@ export function createChatView({ client, session, me, writable = () => ({ ok: tr
     for (const m of messages) if (m.sender_id !== me.id && m.seq > lastMarked) newest = m;
     if (!newest || client.state !== 'online') return;
     marking = true;
+    let ok = false;
     try {
       await client.call('chat.markRead', { session_id: sid, up_to_message_id: newest._id });
       lastMarked = Math.max(lastMarked, newest.seq);
-    } catch { /* next time */ } finally {
+      ok = true;
+    } catch { /* tried again with the next change */ } finally {
       marking = false;
     }
-    if (messages.some((m) => m.sender_id !== me.id && m.seq > lastMarked)) markSeen();
+    // Newer ones came while the receipt was on its way.
+    if (ok && messages.some((m) => m.sender_id !== me.id && m.seq > lastMarked)) markSeen();
   }
 
   function enterScope() {

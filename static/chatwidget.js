@@ -137,7 +137,7 @@ export function mountChatWidget({ client, me, scope, examId, title }) {
         refresh();
         return;
       } catch (e) {
-        if (e.code === 'disconnected' || e.code === 'internal' || e.code === 'rate_limited') {
+        if (e.code === 'disconnected' || e.code === 'rate_limited' || (e.code === 'internal' && tries < 10)) {
           await sleep(e.retryAfterMs ?? Math.min(5000, 500 * (tries + 1)));
           continue;
         }

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"invigil/app/apperr"
@@ -116,14 +117,14 @@ func (s *Service) chatFor(ctx context.Context, r *store.Reader, id string) (stor
 	} else {
 		sess, err = s.db.ChatSession(ctx, id)
 	}
-	if err == store.ErrNotFound {
+	if errors.Is(err, store.ErrNotFound) {
 		return sess, nil, apperr.New(apperr.NotFound, "no chat %q", id)
 	}
 	if err != nil || sess.Scope != ScopeExam {
 		return sess, nil, err
 	}
 	ex, err := s.db.Exam(ctx, sess.ExamID)
-	if err == store.ErrNotFound {
+	if errors.Is(err, store.ErrNotFound) {
 		return sess, nil, nil // an unregistered exam has no tutors
 	}
 	if err != nil {
