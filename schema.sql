@@ -111,6 +111,7 @@ CREATE TABLE IF NOT EXISTS chat_sessions (
 );
 
 CREATE INDEX IF NOT EXISTS chat_sessions_by_scope ON chat_sessions (scope, activity_at);
+CREATE INDEX IF NOT EXISTS chat_sessions_by_status ON chat_sessions (scope, status, activity_at);
 CREATE INDEX IF NOT EXISTS chat_sessions_by_exam ON chat_sessions (exam_id, activity_at) WHERE exam_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS chat_sessions_by_student ON chat_sessions (student_id, activity_at);
 CREATE INDEX IF NOT EXISTS chat_sessions_ended ON chat_sessions (status, ended_at);

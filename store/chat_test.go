@@ -210,7 +210,7 @@ func TestPresenceTypingAndExpiry(t *testing.T) {
 		return nil
 	})
 	clock.Advance(time.Minute)
-	stale, err := db.StalePresence(ctx, clock.Now().Add(-30*time.Second), 10)
+	stale, err := db.StalePresence(ctx, clock.Now().Add(-30*time.Second), store.Presence{}, 10)
 	if err != nil || len(stale) != 1 {
 		t.Fatalf("stale: %v %v", stale, err)
 	}

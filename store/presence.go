@@ -95,10 +95,15 @@ func (tx *Tx) ExpireTyping() ([]PresenceKey, error) {
 		WHERE typing_until IS NOT NULL AND typing_until <= ? RETURNING scope, user_id`, FormatTime(tx.now))
 }
 
-// StalePresence lists presence rows last seen before cutoff.
-func (db *DB) StalePresence(ctx context.Context, cutoff time.Time, limit int) ([]PresenceKey, error) {
-	return query(ctx, db.read, scanPresenceKey, `SELECT scope, user_id FROM presence WHERE last_seen < ? LIMIT ?`,
-		FormatTime(cutoff), limit)
+// StalePresence lists presence rows last seen before cutoff, oldest first,
+// at most limit, from just after the row after (its last_seen and key; the
+// zero values start from the oldest): a caller that skips rows (those a
+// live socket carries) pages through them all.
+func (db *DB) StalePresence(ctx context.Context, cutoff time.Time, after Presence, limit int) ([]Presence, error) {
+	return query(ctx, db.read, scanPresence, `SELECT `+presenceColumns+` FROM presence
+		WHERE last_seen < ? AND (last_seen, scope, user_id) > (?, ?, ?)
+		ORDER BY last_seen, scope, user_id LIMIT ?`,
+		FormatTime(cutoff), after.LastSeen, after.Scope, after.UserID, limit)
 }
 
 // DeletePresence removes a presence row if it was still last seen before

@@ -96,29 +96,47 @@ func (s *Service) ExpireTyping(ctx context.Context) (int, error) {
 }
 
 // ExpireStale deletes presence rows that no socket carries and that were
-// last seen more than TTL ago; it returns how many (a job).
+// last seen more than TTL ago; it returns how many (a job). Rows a live
+// socket carries stay however old their last_seen: they are paged past.
 func (s *Service) ExpireStale(ctx context.Context) (int, error) {
 	cutoff := s.db.Now().Add(-s.cfg.TTL)
-	stale, err := s.db.StalePresence(ctx, cutoff, 1000)
-	if err != nil || len(stale) == 0 {
-		return 0, err
-	}
 	n := 0
-	err = s.db.Update(ctx, func(tx *store.Tx) error {
-		for _, k := range stale {
-			if s.carried(k) {
-				continue // a live socket: present however quiet
-			}
-			gone, err := tx.DeletePresence(k, cutoff)
-			if err != nil {
-				return err
-			}
-			if gone {
-				tx.TouchRows(Key(k.Scope), k.UserID)
-				n++
+	var after store.Presence
+	for {
+		stale, err := s.db.StalePresence(ctx, cutoff, after, 500)
+		if err != nil || len(stale) == 0 {
+			return n, err
+		}
+		after = stale[len(stale)-1]
+		var gone []store.PresenceKey
+		for _, p := range stale {
+			if k := (store.PresenceKey{Scope: p.Scope, UserID: p.UserID}); !s.carried(k) {
+				gone = append(gone, k)
 			}
 		}
-		return nil
-	})
-	return n, err
+		if len(gone) > 0 {
+			err = s.db.Update(ctx, func(tx *store.Tx) error {
+				for _, k := range gone {
+					if s.carried(k) {
+						continue // a socket took it up meanwhile
+					}
+					deleted, err := tx.DeletePresence(k, cutoff)
+					if err != nil {
+						return err
+					}
+					if deleted {
+						tx.TouchRows(Key(k.Scope), k.UserID)
+						n++
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return n, err
+			}
+		}
+		if len(stale) < 500 {
+			return n, nil
+		}
+	}
 }
