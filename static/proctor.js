@@ -1025,5 +1025,7 @@ if (!storedToken() && !storedDemoUser()) {
 const stopChatMount = client.onStateChange((state) => {
   if (state !== 'online' || !client.user) return;
   stopChatMount();
-  mountTutorChat({ client, examId, me: client.user, anchor: $('questions-anchor') });
+  if (client.user.role === 'tutor' || client.user.role === 'admin') {
+    mountTutorChat({ client, examId, me: client.user, anchor: $('questions-anchor') });
+  }
 });
