@@ -25,6 +25,7 @@ import (
 	"invigil/app/engine"
 	"invigil/app/identity"
 	"invigil/app/metrics"
+	"invigil/app/ratelimit"
 )
 
 // Verifier checks an access token (auth.Verifier in production).
@@ -99,8 +100,8 @@ type Server struct {
 	log     *slog.Logger
 	clock   clockwork.Clock
 	load    *loadMonitor
-	limits  *limiter // calls per user
-	reads   *limiter // subscriptions and queries per user (or per address when anonymous)
+	limits  *ratelimit.Limiter // calls per user
+	reads   *ratelimit.Limiter // subscriptions and queries per user (or per address when anonymous)
 	metrics *metrics.Metrics
 
 	nextConn    atomic.Uint64
@@ -139,8 +140,8 @@ func New(opts Options) *Server {
 	setDefault(&opts.StallLag, 250*time.Millisecond)
 	s := &Server{
 		opts: opts, log: opts.Logger, clock: opts.Clock, metrics: opts.Metrics,
-		limits: newLimiter(opts.Clock, opts.CallRate, opts.CallBurst),
-		reads:  newLimiter(opts.Clock, opts.SubRate, opts.SubBurst),
+		limits: ratelimit.New(opts.Clock, opts.CallRate, opts.CallBurst),
+		reads:  ratelimit.New(opts.Clock, opts.SubRate, opts.SubBurst),
 		conns:  map[uint64]*wsConn{},
 		byUser: map[string]int{},
 	}

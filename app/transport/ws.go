@@ -572,7 +572,7 @@ func (c *wsConn) call(f inFrame) {
 // invoke runs a function for a caller, rate-limited per user; it is shared
 // by the socket and HTTP.
 func (s *Server) invoke(caller engine.Caller, fn string, args json.RawMessage) (json.RawMessage, error) {
-	if wait := s.limits.take(caller.User.ID); wait > 0 {
+	if wait := s.limits.Take(caller.User.ID); wait > 0 {
 		return nil, &apperr.Error{Code: apperr.RateLimited, Message: "too many calls", RetryAfterMs: wait.Milliseconds() + 1}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -614,7 +614,7 @@ func (s *Server) admitRead(user string, addr net.Addr) error {
 		host, _, _ := net.SplitHostPort(addr.String())
 		key = "anon:" + host
 	}
-	if wait := s.reads.take(key); wait > 0 {
+	if wait := s.reads.Take(key); wait > 0 {
 		return &apperr.Error{Code: apperr.RateLimited, Message: "too many subscriptions and queries", RetryAfterMs: wait.Milliseconds() + 1}
 	}
 	return nil
