@@ -231,7 +231,9 @@ func mustEndChats(t *testing.T, s *server, supabaseURL string, n, messages int) 
 	}
 }
 
-func callAPI(s *server, token, fn string, args any) error { return callAPIInto(s, token, fn, args, nil) }
+func callAPI(s *server, token, fn string, args any) error {
+	return callAPIInto(s, token, fn, args, nil)
+}
 
 // callAPIInto calls fn over HTTP and decodes its result into out (when set).
 func callAPIInto(s *server, token, fn string, args, out any) error {
