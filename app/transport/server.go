@@ -106,6 +106,7 @@ type Server struct {
 
 	nextConn    atomic.Uint64
 	queuedBytes atomic.Int64
+	sentBytes   atomic.Int64
 	connsMu     sync.Mutex
 	conns       map[uint64]*wsConn
 	byUser      map[string]int // authenticated sockets per user
@@ -149,6 +150,8 @@ func New(opts Options) *Server {
 	go s.keepAlive()
 	s.metrics.Gauge("invigil_ws_send_queue_bytes", "Bytes of frames waiting in sockets' send queues.",
 		func() float64 { return float64(s.queuedBytes.Load()) })
+	s.metrics.Counter("invigil_ws_sent_bytes_total", "Bytes of frames written to sockets.",
+		func() float64 { return float64(s.sentBytes.Load()) })
 	s.echo = echo.New()
 	s.echo.HideBanner, s.echo.HidePort = true, true
 	s.echo.HTTPErrorHandler = s.httpError
@@ -306,6 +309,9 @@ func (s *Server) track(c *wsConn, open bool) {
 		delete(s.conns, c.id)
 	}
 }
+
+// BytesSent is how many bytes of frames went to sockets so far.
+func (s *Server) BytesSent() int64 { return s.sentBytes.Load() }
 
 // claimSocket counts one more socket for user; false when they have the
 // most they may.

@@ -107,7 +107,7 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (s *Server) serveWS(c echo.Context) error {
 	rec := &hijackRecorder{ResponseWriter: c.Response().Writer}
 	wc := &wsConn{srv: s, id: s.nextConn.Add(1), rec: rec, subs: map[string]*wsSub{}}
-	wc.q = newSendQueue(s.opts.SendQueueBytes, sendWindow, &s.queuedBytes, wc.write, wc.overflowed, wc.pushed)
+	wc.q = newSendQueue(s.opts.SendQueueBytes, sendWindow, &s.queuedBytes, &s.sentBytes, wc.write, wc.overflowed, wc.pushed)
 	err := s.mel.HandleRequestWithKeys(rec, c.Request(), map[string]any{connKey: wc})
 	if err != nil && rec.conn == nil {
 		s.log.Debug("websocket upgrade refused", "err", err)
