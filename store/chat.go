@@ -167,8 +167,9 @@ func (db *DB) ChatSessionsByID(ctx context.Context, f ChatFilter, ids []string) 
 	if err != nil {
 		return nil, err
 	}
-	return query(ctx, db.read, scanChatSession, `SELECT `+chatSessionColumns+` FROM chat_sessions s WHERE `+where+`
-		AND s.id IN (SELECT value FROM json_each(?))`, append(args, string(b))...)
+	// The filter's columns behind a unary +: the ids drive the lookup.
+	where = strings.ReplaceAll(where, "s.", "+s.")
+	return query(ctx, db.read, scanChatSession, chatSessionsByIDSQL(where), append([]any{string(b)}, args...)...)
 }
 
 // ChatMessages reads a chat's newest limit messages (those before seq
@@ -197,8 +198,7 @@ func (db *DB) ChatMessagesByID(ctx context.Context, sessionID string, before int
 	if err != nil {
 		return nil, err
 	}
-	return query(ctx, db.read, scanChatMessage, `SELECT `+chatMessageColumns+` FROM chat_messages m
-		WHERE m.session_id = ? AND m.seq < ? AND m.id IN (SELECT value FROM json_each(?))`, sessionID, before, string(b))
+	return query(ctx, db.read, scanChatMessage, chatMessagesByIDSQL, sessionID, before, string(b))
 }
 
 // ChatTranscript reads every message of a chat, in order.

@@ -47,8 +47,7 @@ func (db *DB) PresenceByID(ctx context.Context, scope string, ids []string) ([]P
 	if err != nil {
 		return nil, err
 	}
-	return query(ctx, db.read, scanPresence, `SELECT `+presenceColumns+` FROM presence WHERE scope = ?
-		AND user_id IN (SELECT value FROM json_each(?))`, scope, string(b))
+	return query(ctx, db.read, scanPresence, presenceByIDSQL, scope, string(b))
 }
 
 // TouchPresence marks a user present and online in a scope now. A typing
