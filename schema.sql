@@ -152,3 +152,75 @@ CREATE TABLE IF NOT EXISTS jobs_meta (
   last_error       TEXT,       -- NULL when the last run succeeded
   last_ok_at       TEXT
 );
+
+-- ------------------------------------------------------------------ chat and presence (issue 8)
+-- Support chats and exam rooms, their messages, read receipts, and who is
+-- present (and typing) where. Presence has its own table and keys: a typing
+-- flag never touches a message list.
+
+-- One chat: a support chat (scope 'support') or an exam room (scope 'exam').
+CREATE TABLE IF NOT EXISTS chat_sessions (
+  id              TEXT PRIMARY KEY,
+  scope           TEXT NOT NULL CHECK (scope IN ('support', 'exam')),
+  exam_id         TEXT,                        -- exam rooms only
+  student_id      TEXT NOT NULL,               -- who started it (the chat is theirs)
+  student_name    TEXT NOT NULL,
+  assigned_to     TEXT,                        -- the agent (or tutor) answering it
+  assigned_name   TEXT,
+  status          TEXT NOT NULL CHECK (status IN ('waiting', 'active', 'ended')),
+  created_at      TEXT NOT NULL,
+  activity_at     TEXT NOT NULL,               -- newest of start, message, claim, end: listSessions' order
+  last_message_at TEXT,
+  last_seq        INTEGER NOT NULL DEFAULT 0,  -- messages so far (the last one's seq)
+  last_sender_id  TEXT,
+  last_preview    TEXT,                        -- the last message's start, for lists
+  ended_at        TEXT,
+  transcript_outbox_id INTEGER                 -- the outbox item carrying the transcript
+);
+
+CREATE INDEX IF NOT EXISTS chat_sessions_by_scope ON chat_sessions (scope, activity_at);
+CREATE INDEX IF NOT EXISTS chat_sessions_by_status ON chat_sessions (scope, status, activity_at);
+CREATE INDEX IF NOT EXISTS chat_sessions_by_exam ON chat_sessions (exam_id, activity_at) WHERE exam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS chat_sessions_by_student ON chat_sessions (student_id, activity_at);
+CREATE INDEX IF NOT EXISTS chat_sessions_ended ON chat_sessions (status, ended_at);
+
+-- Messages, numbered per chat (seq); a sender's client_msg_id is stored once.
+CREATE TABLE IF NOT EXISTS chat_messages (
+  id            TEXT PRIMARY KEY,
+  session_id    TEXT NOT NULL REFERENCES chat_sessions (id) ON DELETE CASCADE,
+  seq           INTEGER NOT NULL,
+  client_msg_id TEXT NOT NULL,
+  sender_id     TEXT NOT NULL,
+  sender_name   TEXT NOT NULL,
+  sender_role   TEXT NOT NULL,
+  body          TEXT NOT NULL,
+  attachments   TEXT NOT NULL DEFAULT '[]',  -- JSON [{url, name, size, mime}]: references, never bytes
+  created_at    TEXT NOT NULL,
+  UNIQUE (session_id, seq),
+  UNIQUE (session_id, sender_id, client_msg_id)
+);
+
+-- Read receipts: each reader's mark (every message up to up_to_seq is read).
+CREATE TABLE IF NOT EXISTS chat_reads (
+  session_id TEXT NOT NULL REFERENCES chat_sessions (id) ON DELETE CASCADE,
+  user_id    TEXT NOT NULL,
+  up_to_seq  INTEGER NOT NULL,
+  read_at    TEXT NOT NULL,
+  PRIMARY KEY (session_id, user_id)
+) WITHOUT ROWID;
+
+-- Who is present in a scope ('global', 'exam:<id>', 'chat:<id>') and whether
+-- they are typing (chat scopes).
+CREATE TABLE IF NOT EXISTS presence (
+  scope        TEXT NOT NULL,
+  user_id      TEXT NOT NULL,
+  display_name TEXT NOT NULL,
+  role         TEXT NOT NULL,
+  online       INTEGER NOT NULL,
+  last_seen    TEXT NOT NULL,
+  typing_until TEXT,                         -- NULL: not typing
+  PRIMARY KEY (scope, user_id)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS presence_typing ON presence (typing_until) WHERE typing_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS presence_seen ON presence (last_seen);

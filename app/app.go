@@ -22,12 +22,15 @@ import (
 
 	"invigil/app/archive"
 	"invigil/app/auth"
+	"invigil/app/chat"
 	"invigil/app/demo"
 	"invigil/app/engine"
 	"invigil/app/exam"
+	"invigil/app/identity"
 	"invigil/app/jobs"
 	"invigil/app/leaderboard"
 	"invigil/app/metrics"
+	"invigil/app/presence"
 	"invigil/app/proctoring"
 	"invigil/app/transport"
 	"invigil/app/webhook"
@@ -59,6 +62,8 @@ type App struct {
 	Exams      *exam.Registry
 	Proctoring *proctoring.Service
 	Scores     *leaderboard.Service // the kids' leaderboard
+	Chat       *chat.Service
+	Presence   *presence.Service
 	Server     *transport.Server
 	Verifier   *auth.Verifier
 	Metrics    *metrics.Metrics
@@ -76,6 +81,7 @@ var Pages = map[string]string{
 	"/proctor/:exam_id": "proctor.html",
 	"/exam/:exam_id":    "exam.html",
 	"/kids/:quiz_code":  "kids.html", // the leaderboard's projector, public
+	"/support":          "support.html",
 }
 
 // New opens the store and builds everything; Close undoes it. With
@@ -162,6 +168,17 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 	a.Proctoring.Register(a.Engine)
 	a.Scores = leaderboard.New(db, d.Logger)
 	a.Scores.Register(a.Engine)
+	// Chat and presence (issue 8): presence asks chat who may be in a
+	// chat's scope; chat sets typing flags through presence.
+	a.Presence = presence.New(db, a.Exams, presence.Config{
+		TTL: cfg.PresenceTTL, TypingTTL: cfg.TypingTTL, Logger: d.Logger,
+		ChatAccess: func(ctx context.Context, u identity.User, id string) ([]string, error) {
+			return a.Chat.Access(ctx, u, id)
+		},
+	})
+	a.Chat = chat.New(db, a.Exams, a.Presence, chat.Config{Retention: cfg.Retention, Clock: d.Clock, Logger: d.Logger})
+	a.Presence.Register(a.Engine)
+	a.Chat.Register(a.Engine)
 	a.registerMetrics()
 
 	hooks := map[string]transport.HookHandler{"exams": a.Exams.HandleHook, "scores": a.Scores.HandleHook}
@@ -253,6 +270,12 @@ func (a *App) Jobs() []jobs.Job {
 	if c.ReminderURL != "" {
 		list = append(list, jobs.Job{Name: "remind-exams", Every: time.Minute, Run: a.Exams.EnqueueReminders})
 	}
+	// Chat and presence (issue 8).
+	list = append(list,
+		jobs.Job{Name: "typing-expiry", Every: time.Second, Run: a.Presence.ExpireTyping},
+		jobs.Job{Name: "presence-expiry", Every: max(time.Second, a.Config.PresenceTTL/6), Run: a.Presence.ExpireStale},
+		jobs.Job{Name: "chat-purge", Every: 10 * time.Minute, Run: a.Chat.PurgeEnded},
+	)
 	if a.Archive != nil {
 		// Starts deliveries and returns; each finished delivery starts the
 		// next, so this only picks up what became due since.
@@ -307,13 +330,15 @@ func (a *App) Run(ctx context.Context, l net.Listener) error {
 	go func() {
 		defer close(simDone)
 		if a.Config.Demo {
-			// The demo quiz's scores go through the real hook, over HTTP, to l.
-			var scores sync.WaitGroup
-			scores.Go(func() {
+			// The demo quiz's scores go through the real hook, over HTTP, to l;
+			// support chats and exam-room questions through the engine.
+			var sims sync.WaitGroup
+			sims.Go(func() {
 				demo.PushScores(simCtx, "http://"+l.Addr().String(), a.Config.WebhookSecret, a.clock, a.log, a.Scores.Reset)
 			})
+			sims.Go(func() { demo.SimulateChats(simCtx, a.Engine, a.clock, a.log) })
 			demo.Simulate(simCtx, a.Engine, a.Config.DemoStudents, a.clock, a.log, a.Proctoring.ResetSession)
-			scores.Wait()
+			sims.Wait()
 		}
 	}()
 	served := make(chan error, 1)

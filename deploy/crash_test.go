@@ -24,19 +24,15 @@ const (
 	crashJWTSecret  = "crash-test-hs256-secret-at-least-32-bytes"
 	crashHookSecret = "whsec_Y3Jhc2gtdGVzdC13ZWJob29rLXNlY3JldC1ieXRlcw=="
 	crashSessions   = 500
-	// When chat merges: crashChats = 50 (see TestArchiveSurvivesSIGKILL).
+	crashChats      = 50 // each with crashMessages messages: 550 archives with the summaries
+	crashMessages   = 3
 )
 
 // The real binary archives through its outbox across a crash: 500 sessions
-// end while Supabase answers 500, the process is killed (SIGKILL: no
-// shutdown, no last delivery), and after a restart on the same file with
-// Supabase accepting, every summary arrives, none twice.
-//
-// When chat merges, the lead adds 50 chats to the same run: each started
-// (chat.startChat), given a few messages (chat.sendMessage) and ended
-// (chat.endChat) in the first life, and the check below expects their
-// transcripts in chat_messages too (the stand-in knows that table), every
-// message exactly once: 550 archives in all.
+// end and 50 chats (3 messages each) end while Supabase answers 500, the
+// process is killed (SIGKILL: no shutdown, no last delivery), and after a
+// restart on the same file with Supabase accepting, every summary and every
+// transcript's message arrives, none twice: 550 archives.
 func TestArchiveSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts the static binary; skipped with -short")
@@ -65,10 +61,11 @@ func TestArchiveSurvivesSIGKILL(t *testing.T) {
 	mustRegisterExam(t, srv, "crash-exam")
 	began := time.Now()
 	mustEndSessions(t, srv, sb.URL, "crash-exam", crashSessions)
-	t.Logf("%d sessions started and ended over HTTP in %s", crashSessions, time.Since(began).Round(time.Millisecond))
-	// Every summary refused at least once, so the kill interrupts retries.
-	mustEventually(t, 30*time.Second, "attempt at every summary", func() bool {
-		return len(tried(sb)) == crashSessions
+	mustEndChats(t, srv, sb.URL, crashChats, crashMessages)
+	t.Logf("%d sessions and %d chats ended over HTTP in %s", crashSessions, crashChats, time.Since(began).Round(time.Millisecond))
+	// Every archive refused at least once, so the kill interrupts retries.
+	mustEventually(t, 30*time.Second, "attempt at every summary and message", func() bool {
+		return len(tried(sb)) == crashSessions+crashChats*crashMessages
 	})
 	if err := syscall.Kill(-srv.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -86,8 +83,8 @@ func TestArchiveSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	if pending != crashSessions || tries < 1 {
-		t.Fatalf("after SIGKILL the outbox holds %d undelivered items (want %d), least attempts %d", pending, crashSessions, tries)
+	if pending != crashSessions+crashChats || tries < 1 {
+		t.Fatalf("after SIGKILL the outbox holds %d undelivered items (want %d), least attempts %d", pending, crashSessions+crashChats, tries)
 	}
 	refused := len(sb.Requests())
 
@@ -95,9 +92,11 @@ func TestArchiveSurvivesSIGKILL(t *testing.T) {
 	sb.Answer(nil)
 	srv = mustStartWith(t, env, bin)
 	mustBeHealthy(t, srv)
-	if !sb.WaitRows("proctoring_summaries", crashSessions, 60*time.Second) {
-		t.Fatalf("after the restart Supabase has %d of %d summaries; log:\n%s",
-			len(sb.Accepted("proctoring_summaries")), crashSessions, tail(srv.logs(), 4000))
+	if !sb.WaitRows("proctoring_summaries", crashSessions, 60*time.Second) ||
+		!sb.WaitRows("chat_messages", crashChats*crashMessages, 30*time.Second) {
+		t.Fatalf("after the restart Supabase has %d of %d summaries and %d of %d messages; log:\n%s",
+			len(sb.Accepted("proctoring_summaries")), crashSessions,
+			len(sb.Accepted("chat_messages")), crashChats*crashMessages, tail(srv.logs(), 4000))
 	}
 	// A clean stop, with its last delivery, sends nothing again.
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -118,12 +117,21 @@ func TestArchiveSurvivesSIGKILL(t *testing.T) {
 			t.Fatalf("summary %s: %v", key, row)
 		}
 	}
+	messages := sb.Accepted("chat_messages")
+	if len(messages) != crashChats*crashMessages {
+		t.Fatalf("%d of %d messages arrived", len(messages), crashChats*crashMessages)
+	}
+	for key, n := range messages {
+		if n != 1 {
+			t.Fatalf("message %s arrived %d times", key, n)
+		}
+	}
 	db = mustOpenRO(t, dbPath)
 	if err := db.QueryRow(`SELECT count(*) FROM outbox WHERE delivered_at IS NULL`).Scan(&pending); err != nil || pending != 0 {
 		t.Fatalf("undelivered after the restart: %d (%v)", pending, err)
 	}
-	t.Logf("%d refused attempts before the kill; after the restart %d requests delivered %d summaries",
-		refused, len(sb.Requests())-refused, len(accepted))
+	t.Logf("%d refused attempts before the kill; after the restart %d requests delivered %d summaries and %d messages",
+		refused, len(sb.Requests())-refused, len(accepted), len(messages))
 }
 
 // tried is the set of summaries Supabase has seen at least once.
@@ -199,7 +207,36 @@ func mustEndSessions(t *testing.T, s *server, supabaseURL, examID string, n int)
 	}
 }
 
+// mustEndChats has n students each start a support chat, send messages
+// and end it, over HTTP.
+func mustEndChats(t *testing.T, s *server, supabaseURL string, n, messages int) {
+	t.Helper()
+	for i := range n {
+		tok := hs256Token(supabaseURL+"/auth/v1", fmt.Sprintf("00000000-0000-4000-9000-%012d", i), "student")
+		var chat struct {
+			ID string `json:"_id"`
+		}
+		if err := callAPIInto(s, tok, "chat.startChat", map[string]string{"scope": "support"}, &chat); err != nil || chat.ID == "" {
+			t.Fatalf("start chat %d: %v", i, err)
+		}
+		for m := range messages {
+			args := map[string]string{"session_id": chat.ID, "body": fmt.Sprintf("question %d of chat %d", m, i), "client_msg_id": fmt.Sprintf("c%d-m%d", i, m)}
+			if err := callAPI(s, tok, "chat.sendMessage", args); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := callAPI(s, tok, "chat.endChat", map[string]string{"session_id": chat.ID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func callAPI(s *server, token, fn string, args any) error {
+	return callAPIInto(s, token, fn, args, nil)
+}
+
+// callAPIInto calls fn over HTTP and decodes its result into out (when set).
+func callAPIInto(s *server, token, fn string, args, out any) error {
 	b, _ := json.Marshal(args)
 	req, _ := http.NewRequest(http.MethodPost, s.base+"/api/call/"+fn, bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -209,9 +246,12 @@ func callAPI(s *server, token, fn string, args any) error {
 		return err
 	}
 	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(res.Body)
 		return fmt.Errorf("%s: %d %s", fn, res.StatusCode, body)
+	}
+	if out != nil {
+		return json.Unmarshal(body, out)
 	}
 	return nil
 }

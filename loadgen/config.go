@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -33,7 +34,10 @@ const (
 	MaxRate           = 5_000                  // --chat-rate, --scores-rate
 	MaxSocketsPerProc = 19_000                 // leaves room under a 20,000 descriptor limit
 	demoTokenTTL      = time.Hour              // demo.TokenTTL
-	roomRate          = 5.0                    // chat messages per second per room, at most
+	// roomRate is how many messages a second a room's student sends, at
+	// most: the server lets a user send a burst of 10 chat messages, then
+	// one a second (rate_limited past it).
+	roomRate = 0.8
 )
 
 // Config is one run of the load generator, as its flags give it.
@@ -209,6 +213,9 @@ func (c Config) Validate() error {
 		return errors.New("--violations is a probability between 0 and 1")
 	case !(c.ChatRate >= 0 && c.ChatRate <= MaxRate):
 		return fmt.Errorf("--chat-rate must be between 0 and %d messages per second", MaxRate)
+	case c.ChatRate > 0 && roomsPerExam(c.ChatRate, c.Exams) > c.Students/c.Exams:
+		return fmt.Errorf("--chat-rate %g needs %d rooms per exam (each room's student sends at most %g messages a second, under the server's 1 a second per user): give at least %d students per exam",
+			c.ChatRate, roomsPerExam(c.ChatRate, c.Exams), roomRate, roomsPerExam(c.ChatRate, c.Exams))
 	case !(c.ScoresRate >= 0 && c.ScoresRate <= MaxRate):
 		return fmt.Errorf("--scores-rate must be between 0 and %d hooks per second", MaxRate)
 	case c.Procs < 1 || c.Procs > MaxProcs:
@@ -309,4 +316,10 @@ func localPorts() int {
 		}
 	}
 	return 28_232
+}
+
+// roomsPerExam is how many chat rooms each exam needs so that no room's
+// student sends more than roomRate messages a second.
+func roomsPerExam(chatRate float64, exams int) int {
+	return max(1, int(math.Ceil(chatRate/float64(exams)/roomRate)))
 }

@@ -87,6 +87,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "violations above one", args: []string{secret, hook, "--violations=1.5"}, wantErr: "--violations"},
 		{name: "violations NaN", args: []string{secret, hook, "--violations=NaN"}, wantErr: "--violations"},
 		{name: "negative chat rate", args: []string{secret, hook, "--chat-rate=-1"}, wantErr: "--chat-rate"},
+		{name: "a chat rate the students cannot send", args: []string{secret, hook, "--students=10", "--exams=2", "--chat-rate=10"}, wantErr: "--chat-rate"},
 		{name: "scores rate too high", args: []string{secret, hook, "--scores-rate=100000"}, wantErr: "--scores-rate"},
 		{name: "procs above exams", args: []string{secret, hook, "--procs=2"}, wantErr: "--procs"},
 		{name: "zero procs", args: []string{secret, hook, "--procs=0"}, wantErr: "--procs"},

@@ -184,7 +184,7 @@ func (r *runner) plan() {
 	lo, hi := c.Shard*c.Exams/c.Shards, (c.Shard+1)*c.Exams/c.Shards
 	rooms := 0
 	if c.ChatRate > 0 {
-		rooms = max(1, int(c.ChatRate/float64(c.Exams)/roomRate+0.999))
+		rooms = roomsPerExam(c.ChatRate, c.Exams)
 	}
 	for i := lo; i < hi; i++ {
 		e := &exam{index: i, id: fmt.Sprintf("load-%04d", i+1), quiz: fmt.Sprintf("L%s-%04d", c.RunID, i+1)}

@@ -31,6 +31,7 @@ import {
   pageGetToken, examIdFromLocation, connIndicator, renderWho, tokenIdentity,
   h, setText, errorText, signInHref, storedToken, storedDemoUser,
 } from '/static/common.js';
+import { mountChatWidget } from '/static/chatwidget.js';
 
 // ------------------------------------------------------------------ the demo exam
 
@@ -126,6 +127,7 @@ async function startSession(attempt = 0) {
   if (session?.status === 'submitted') { finish('This exam was already submitted.'); return; }
   phase = 'active';
   setStatus('active', 'In progress');
+  mountRoomChat();
   renderNav();
   flushPendingViolations();
   // startSession counts as a heartbeat on the server (a sooner one would be
@@ -419,6 +421,15 @@ $('reset').addEventListener('click', () => {
   try { localStorage.removeItem(storeKey); } catch { /* ignore */ }
   location.reload();
 });
+
+// ------------------------------------------------------------------ questions to the tutor (chat, issue 8)
+
+// The exam room: the student asks, the exam's tutors answer (chatwidget.js).
+let roomChat = null;
+function mountRoomChat() {
+  if (roomChat || !client.user) return;
+  roomChat = mountChatWidget({ client, me: client.user, scope: 'exam', examId, title: 'Ask your tutor' });
+}
 
 // ------------------------------------------------------------------ go
 

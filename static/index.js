@@ -5,6 +5,7 @@ import {
   pageGetToken, tokenIdentity, storedToken, storedDemoUser, signOut,
   connIndicator, renderWho, h, setText,
 } from '/static/common.js';
+import { mountChatWidget } from '/static/chatwidget.js';
 
 const identityEl = document.getElementById('identity');
 const whoEl = document.getElementById('who');
@@ -70,4 +71,24 @@ document.getElementById('goto').addEventListener('submit', (ev) => {
   if (!id) return;
   const target = ev.submitter?.dataset.target === 'exam' ? 'exam' : 'proctor';
   location.href = `/${target}/${encodeURIComponent(id)}`;
+});
+
+// ------------------------------------------------------------------ support chat (issue 8)
+
+// Students and tutors ask support from here (chatwidget.js); agents and
+// admins answer at /support.
+let help = null;
+client?.onStateChange((state) => {
+  const u = client?.user;
+  if (state !== 'online' || !u || help) return;
+  if (u.role === 'agent' || u.role === 'admin') return;
+  help = mountChatWidget({ client, me: u, scope: 'support', title: 'Help' });
+  if (location.hash === '#help') help.open();
+});
+signoutBtn.addEventListener('click', () => { help?.destroy(); help = null; });
+document.getElementById('link-help').addEventListener('click', (ev) => {
+  ev.preventDefault();
+  if (help) help.open();
+  else if (client?.user && (client.user.role === 'agent' || client.user.role === 'admin')) location.href = '/support';
+  else location.href = '/signin?next=' + encodeURIComponent('/#help');
 });

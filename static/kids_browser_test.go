@@ -5,14 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/chromedp/chromedp"
 
 	"invigil/app/apptest"
 	"invigil/app/exam"
@@ -99,19 +95,6 @@ func wantSameOrder(t *testing.T, s *site, page *tab, limit int) {
 		t.Fatalf("the projector's order differs from the query's:\nprojector:\n  %s\nquery:\n  %s",
 			strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
-}
-
-func screenshot(t *testing.T, page *tab, name string) {
-	t.Helper()
-	shot, err := chromedp.Run(page.ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(artifactDir(t), name)
-	if err := os.WriteFile(path, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", path)
 }
 
 // The projector, signed out: it shows the quiz's board as the server ranks

@@ -43,6 +43,7 @@ import {
   h, setText, errorText, fmtClock, fmtAgo, parseTime, signInHref,
   storedToken, storedDemoUser,
 } from '/static/common.js';
+import { mountTutorChat } from '/static/proctorchat.js';
 
 const AUTO_COMPACT = 60;     // students above which the compact layout is chosen
 const SILENT_S = 20;         // no heartbeat for longer than this: silent
@@ -1017,3 +1018,14 @@ if (!storedToken() && !storedDemoUser()) {
 } else {
   startSubs();
 }
+
+// ------------------------------------------------------------------ questions (chat, issue 8)
+
+// The exam's chat rooms, once the server said who we are (proctorchat.js).
+const stopChatMount = client.onStateChange((state) => {
+  if (state !== 'online' || !client.user) return;
+  stopChatMount();
+  if (client.user.role === 'tutor' || client.user.role === 'admin') {
+    mountTutorChat({ client, examId, me: client.user, anchor: $('questions-anchor') });
+  }
+});

@@ -7,6 +7,7 @@
 //	/proctor/{exam_id} proctor.html
 //	/exam/{exam_id}    exam.html
 //	/kids/{quiz_code}  kids.html     (public: the leaderboard's projector)
+//	/support           support.html  (the agents' chat console)
 //
 // Pages load their modules and styles by absolute path (/static/…), so they
 // work under any route.

@@ -5,6 +5,8 @@ package static_test
 // scripted server.
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -15,6 +17,12 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/performance"
 	"github.com/chromedp/chromedp"
+
+	"invigil/app"
+	"invigil/app/apptest"
+	"invigil/app/engine"
+	"invigil/app/exam"
+	"invigil/app/identity"
 )
 
 // metrics reads Chromium's Performance.getMetrics for a tab.
@@ -193,4 +201,87 @@ func loadAverage() string {
 		return "?"
 	}
 	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// The same, against the real server (production settings: a live query runs
+// at most every 5 ms under load): 1,000 students heartbeating every 10 s
+// (100 a second) and a violation a second; the tutor's tab stays under
+// 10 % of a core by its main thread's CPU time, and the bytes it receives
+// per second stay under 50 KB.
+func TestBrowserProctorTabCostRealServer(t *testing.T) {
+	requireChromium(t)
+	if testing.Short() {
+		t.Skip("measures for 15 to 40 s")
+	}
+	h := apptest.Boot(t, apptest.WithRealClock(), apptest.WithConfig(func(c *app.Config) {
+		c.PushInterval = 0 // the production default
+		c.HeartbeatMin = time.Millisecond
+	}))
+	h.Exam(exam.Registration{ExamID: "big", Title: "A thousand students", TutorIDs: []string{tutor.ID}, Status: exam.Open})
+	ctx := context.Background()
+	students := make([]engine.Caller, 1000)
+	for i := range students {
+		students[i] = engine.Caller{User: identity.User{ID: fmt.Sprintf("s%04d", i), Role: identity.Student, Name: fmt.Sprintf("Student %04d", i)}}
+		if _, err := h.App.Engine.Call(ctx, students[i], "proctoring.startSession", json.RawMessage(`{"exam_id":"big"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	load.Go(func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			s := students[i%len(students)]
+			args := fmt.Sprintf(`{"exam_id":"big","current_question":%d,"answered_count":%d}`, 1+i/len(students)%20, i/len(students))
+			h.App.Engine.Call(ctx, s, "proctoring.heartbeat", json.RawMessage(args))
+			if i%100 == 0 {
+				h.App.Engine.Call(ctx, s, "proctoring.logViolation", json.RawMessage(`{"exam_id":"big","type":"tab_hidden"}`))
+			}
+		}
+	})
+	defer func() { close(stop); load.Wait() }()
+
+	b := newBrowser(t, 120*time.Second)
+	proctor := b.newTab("tutor", h.URL, h.Token(tutor), "/proctor/big")
+	proctor.wait("1,000 students", `document.querySelector('#grid')?.dataset.total === '1000'`, 20*time.Second)
+	if _, err := chromedp.Call(proctor.ctx, performance.Enable, performance.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // warm up
+	var best tabCost
+	for try := 1; try <= 3; try++ {
+		m0, in0 := metrics(t, proctor), bytesIn(t, h)
+		time.Sleep(10 * time.Second)
+		m1, in1 := metrics(t, proctor), bytesIn(t, h)
+		span := m1["Timestamp"] - m0["Timestamp"]
+		c := tabCost{thread: (m1["ThreadTime"] - m0["ThreadTime"]) / span, task: (m1["TaskDuration"] - m0["TaskDuration"]) / span,
+			layouts: (m1["LayoutCount"] - m0["LayoutCount"]) / span, nodes: m1["Nodes"], kb: (in1 - in0) / span / 1024, span: span}
+		t.Logf("window %d (load average %s): main thread CPU %.1f %% of a core, TaskDuration %.1f %%, %.1f layouts/s, %.0f DOM nodes, %.1f KB/s to the tab",
+			try, loadAverage(), 100*c.thread, 100*c.task, c.layouts, c.nodes, c.kb)
+		if try == 1 || c.thread < best.thread {
+			best = c
+		}
+		if best.thread < 0.10 && best.kb < 50 {
+			break
+		}
+	}
+	if best.thread >= 0.10 {
+		t.Errorf("the tutor's tab spends %.1f %% of a core on 1,000 students", 100*best.thread)
+	}
+	if best.kb >= 50 {
+		t.Errorf("the tutor's tab receives %.1f KB/s", best.kb)
+	}
+}
+
+// bytesIn is the bytes the server has pushed to sockets so far (the tutor's
+// is the only one subscribed), from its send-path counter.
+func bytesIn(t *testing.T, h *apptest.Harness) float64 {
+	t.Helper()
+	return float64(h.App.Server.BytesSent())
 }

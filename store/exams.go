@@ -172,7 +172,8 @@ func (tx *Tx) MarkReminded(examID, startsAt string) error {
 // When chat merges: also require that no chat_sessions row has the exam's id.
 func (tx *Tx) PurgeClosedExams(before time.Time) ([]string, error) {
 	rows, err := tx.tx.QueryContext(tx.ctx, `DELETE FROM exams WHERE status = 'closed' AND updated_at < ?
-		AND NOT EXISTS (SELECT 1 FROM exam_sessions s WHERE s.exam_id = exams.id) RETURNING id`, FormatTime(before))
+		AND NOT EXISTS (SELECT 1 FROM exam_sessions s WHERE s.exam_id = exams.id)
+		AND NOT EXISTS (SELECT 1 FROM chat_sessions c WHERE c.exam_id = exams.id) RETURNING id`, FormatTime(before))
 	if err != nil {
 		return nil, fmt.Errorf("purge closed exams: %w", err)
 	}

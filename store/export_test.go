@@ -1,6 +1,9 @@
 package store
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // QueueLen is how many writes wait for the writer (tests wait for a batch to form).
 func (db *DB) QueueLen() int { return len(db.queue) }
@@ -20,4 +23,25 @@ func (tx *Tx) BreakTransaction() error {
 		return err
 	}
 	return errors.New("the transaction is gone")
+}
+
+// QueryForTest runs a query on the reader pool and returns each row's last column.
+func (db *DB) QueryForTest(q string, args ...any) ([]string, error) {
+	rows, err := db.read.Query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	cols, _ := rows.Columns()
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		rows.Scan(ptrs...)
+		out = append(out, fmt.Sprint(vals[len(vals)-1]))
+	}
+	return out, rows.Err()
 }

@@ -86,8 +86,7 @@ func (db *DB) LeaderboardEntries(ctx context.Context, quizCode string, ids []str
 	if err != nil {
 		return nil, err
 	}
-	return db.leaderboard(ctx, `SELECT `+leaderboardColumns+` FROM leaderboard_entries
-		WHERE id IN (SELECT value FROM json_each(?)) AND quiz_code = ?`, string(b), quizCode)
+	return db.leaderboard(ctx, leaderboardByIDSQL, string(b), quizCode)
 }
 
 func (db *DB) leaderboard(ctx context.Context, query string, args ...any) ([]LeaderboardEntry, error) {

@@ -72,6 +72,68 @@ var upgrades = []string{
 	// 3 → 4: heartbeats no longer pay for an index on last_heartbeat (the
 	// silence sweep, every few seconds, scans instead).
 	`DROP INDEX IF EXISTS exam_sessions_active;`,
+	// 4 → 5: chat sessions, messages, read receipts and presence (issue 8).
+	`CREATE TABLE IF NOT EXISTS chat_sessions (
+	   id              TEXT PRIMARY KEY,
+	   scope           TEXT NOT NULL CHECK (scope IN ('support', 'exam')),
+	   exam_id         TEXT,
+	   student_id      TEXT NOT NULL,
+	   student_name    TEXT NOT NULL,
+	   assigned_to     TEXT,
+	   assigned_name   TEXT,
+	   status          TEXT NOT NULL CHECK (status IN ('waiting', 'active', 'ended')),
+	   created_at      TEXT NOT NULL,
+	   activity_at     TEXT NOT NULL,
+	   last_message_at TEXT,
+	   last_seq        INTEGER NOT NULL DEFAULT 0,
+	   last_sender_id  TEXT,
+	   last_preview    TEXT,
+	   ended_at        TEXT,
+	   transcript_outbox_id INTEGER
+	 );
+
+	 CREATE INDEX IF NOT EXISTS chat_sessions_by_scope ON chat_sessions (scope, activity_at);
+	 CREATE INDEX IF NOT EXISTS chat_sessions_by_status ON chat_sessions (scope, status, activity_at);
+	 CREATE INDEX IF NOT EXISTS chat_sessions_by_exam ON chat_sessions (exam_id, activity_at) WHERE exam_id IS NOT NULL;
+	 CREATE INDEX IF NOT EXISTS chat_sessions_by_student ON chat_sessions (student_id, activity_at);
+	 CREATE INDEX IF NOT EXISTS chat_sessions_ended ON chat_sessions (status, ended_at);
+
+	 CREATE TABLE IF NOT EXISTS chat_messages (
+	   id            TEXT PRIMARY KEY,
+	   session_id    TEXT NOT NULL REFERENCES chat_sessions (id) ON DELETE CASCADE,
+	   seq           INTEGER NOT NULL,
+	   client_msg_id TEXT NOT NULL,
+	   sender_id     TEXT NOT NULL,
+	   sender_name   TEXT NOT NULL,
+	   sender_role   TEXT NOT NULL,
+	   body          TEXT NOT NULL,
+	   attachments   TEXT NOT NULL DEFAULT '[]',
+	   created_at    TEXT NOT NULL,
+	   UNIQUE (session_id, seq),
+	   UNIQUE (session_id, sender_id, client_msg_id)
+	 );
+
+	 CREATE TABLE IF NOT EXISTS chat_reads (
+	   session_id TEXT NOT NULL REFERENCES chat_sessions (id) ON DELETE CASCADE,
+	   user_id    TEXT NOT NULL,
+	   up_to_seq  INTEGER NOT NULL,
+	   read_at    TEXT NOT NULL,
+	   PRIMARY KEY (session_id, user_id)
+	 ) WITHOUT ROWID;
+
+	 CREATE TABLE IF NOT EXISTS presence (
+	   scope        TEXT NOT NULL,
+	   user_id      TEXT NOT NULL,
+	   display_name TEXT NOT NULL,
+	   role         TEXT NOT NULL,
+	   online       INTEGER NOT NULL,
+	   last_seen    TEXT NOT NULL,
+	   typing_until TEXT,
+	   PRIMARY KEY (scope, user_id)
+	 ) WITHOUT ROWID;
+
+	 CREATE INDEX IF NOT EXISTS presence_typing ON presence (typing_until) WHERE typing_until IS NOT NULL;
+	 CREATE INDEX IF NOT EXISTS presence_seen ON presence (last_seen);`,
 }
 
 // SchemaVersion is the version schema.sql describes.

@@ -67,14 +67,12 @@ func (s *statements) list() []struct {
 		{&s.session, `SELECT ` + sessionColumns + ` FROM exam_sessions WHERE exam_id = ? AND student_id = ?`},
 		{&s.examSessions, `SELECT ` + sessionColumns + ` FROM exam_sessions WHERE exam_id = ?
 			ORDER BY student_name, student_id`},
-		{&s.sessionsByID, `SELECT ` + sessionColumns + ` FROM exam_sessions
-			WHERE id IN (SELECT value FROM json_each(?2)) AND exam_id = ?1`},
+		{&s.sessionsByID, sessionsByIDSQL},
 		{&s.examViolations, `SELECT ` + violationColumns + ` FROM violations WHERE exam_id = ?
 			ORDER BY created_at DESC, id DESC LIMIT ?`},
 		{&s.studentViolations, `SELECT ` + violationColumns + ` FROM violations WHERE exam_id = ? AND student_id = ?
 			ORDER BY created_at DESC, id DESC LIMIT ?`},
-		{&s.violationsByID, `SELECT ` + violationColumns + ` FROM violations
-			WHERE id IN (SELECT value FROM json_each(?2)) AND exam_id = ?1`},
+		{&s.violationsByID, violationsByIDSQL},
 		{&s.startSession, `INSERT INTO exam_sessions (exam_id, student_id, id, student_name, status, last_heartbeat, started_at)
 			VALUES (?, ?, ?, ?, 'active', ?, ?)
 			ON CONFLICT (exam_id, student_id) DO UPDATE SET
@@ -101,4 +99,27 @@ func (s *statements) list() []struct {
 			(id, exam_id, student_id, student_name, type, detail, client_ts, client_id, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 	}
+}
+
+// Rows by id (a list's changed rows). The unary + keeps SQLite from
+// reading the list's whole key range (the exam's sessions, the quiz's
+// entries) and testing each row against the ids: it looks each id up in its
+// index instead, so a patch costs the rows it names (TestByIDPlans).
+const (
+	sessionsByIDSQL = `SELECT ` + sessionColumns + ` FROM exam_sessions
+		WHERE id IN (SELECT value FROM json_each(?2)) AND +exam_id = ?1`
+	violationsByIDSQL = `SELECT ` + violationColumns + ` FROM violations
+		WHERE id IN (SELECT value FROM json_each(?2)) AND +exam_id = ?1`
+	leaderboardByIDSQL = `SELECT ` + leaderboardColumns + ` FROM leaderboard_entries
+		WHERE id IN (SELECT value FROM json_each(?1)) AND +quiz_code = ?2`
+	chatMessagesByIDSQL = `SELECT ` + chatMessageColumns + ` FROM chat_messages m
+		WHERE m.id IN (SELECT value FROM json_each(?3)) AND +m.session_id = ?1 AND +m.seq < ?2`
+	presenceByIDSQL = `SELECT ` + presenceColumns + ` FROM presence WHERE scope = ?1
+		AND user_id IN (SELECT value FROM json_each(?2))`
+)
+
+// chatSessionsByIDSQL is ChatSessionsByID's query for a filter's conditions.
+func chatSessionsByIDSQL(where string) string {
+	return `SELECT ` + chatSessionColumns + ` FROM chat_sessions s
+		WHERE s.id IN (SELECT value FROM json_each(?)) AND ` + where
 }

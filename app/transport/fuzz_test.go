@@ -98,7 +98,7 @@ func FuzzFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, first, frame []byte) {
 		var out [][]byte
 		c := &wsConn{srv: s, id: s.nextConn.Add(1), rec: &hijackRecorder{}, subs: map[string]*wsSub{}}
-		c.q = newSendQueue(1<<20, 1<<20, &s.queuedBytes, func(b []byte) { out = append(out, b) }, func(int) {}, func(time.Time) {})
+		c.q = newSendQueue(1<<20, 1<<20, &s.queuedBytes, &s.sentBytes, func(b []byte) { out = append(out, b) }, func(int) {}, func(time.Time) {})
 		c.handle(first)
 		c.handle(frame)
 		c.closed()

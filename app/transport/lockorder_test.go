@@ -22,7 +22,7 @@ func TestSinksAndKillTakeNoConnLock(t *testing.T) {
 	t.Cleanup(e.Close)
 	s := New(Options{Engine: e})
 	c := &wsConn{srv: s, id: 1, rec: &hijackRecorder{}, subs: map[string]*wsSub{}}
-	c.q = newSendQueue(1<<20, sendWindow, &s.queuedBytes, func([]byte) {}, c.overflowed, c.pushed)
+	c.q = newSendQueue(1<<20, sendWindow, &s.queuedBytes, &s.sentBytes, func([]byte) {}, c.overflowed, c.pushed)
 	sink := c.sink("q1", &wsSub{query: "some.query", deltas: true})
 
 	c.mu.Lock()

@@ -30,6 +30,7 @@ type sendQueue struct {
 	sent     func(since time.Time) // told, per written frame that carries a change, when it committed
 
 	total *atomic.Int64 // every queue's bytes, for the gauge
+	bytesSent *atomic.Int64 // every byte handed to melody, for the counter
 
 	mu         sync.Mutex
 	items      []*queued // FIFO
@@ -55,9 +56,9 @@ type queued struct {
 	gone   bool // replaced by a frame queued later
 }
 
-func newSendQueue(limit, window int, total *atomic.Int64, write func([]byte), overflow func(int), sent func(time.Time)) *sendQueue {
+func newSendQueue(limit, window int, total, sentBytes *atomic.Int64, write func([]byte), overflow func(int), sent func(time.Time)) *sendQueue {
 	return &sendQueue{write: write, overflow: overflow, sent: sent, limit: limit, window: window, total: total,
-		bySub: map[string]*queued{}}
+		bytesSent: sentBytes, bySub: map[string]*queued{}}
 }
 
 // account moves the queue's byte count; q.mu held.
@@ -182,6 +183,7 @@ func (q *sendQueue) pump() {
 			it.frame = append(append(make([]byte, 0, 512), it.prefix...), it.delta.Body()...)
 		}
 		q.inflight = append(q.inflight, it.since)
+		q.bytesSent.Add(int64(len(it.frame)))
 		q.write(it.frame)
 	}
 	if len(q.items) == 0 && cap(q.items) > 64 {

@@ -21,8 +21,8 @@ type fakeWire struct {
 
 func newTestQueue(limit, window int) (*sendQueue, *fakeWire) {
 	w := &fakeWire{}
-	var total atomic.Int64
-	q := newSendQueue(limit, window, &total, func(b []byte) { w.handed = append(w.handed, b) },
+	var total, sent atomic.Int64
+	q := newSendQueue(limit, window, &total, &sent, func(b []byte) { w.handed = append(w.handed, b) },
 		func(n int) { w.overflow = n }, func(time.Time) {})
 	return q, w
 }

@@ -25,6 +25,7 @@ import (
 	"invigil/app/engine"
 	"invigil/app/identity"
 	"invigil/app/metrics"
+	"invigil/app/ratelimit"
 )
 
 // Verifier checks an access token (auth.Verifier in production).
@@ -99,12 +100,13 @@ type Server struct {
 	log     *slog.Logger
 	clock   clockwork.Clock
 	load    *loadMonitor
-	limits  *limiter // calls per user
-	reads   *limiter // subscriptions and queries per user (or per address when anonymous)
+	limits  *ratelimit.Limiter // calls per user
+	reads   *ratelimit.Limiter // subscriptions and queries per user (or per address when anonymous)
 	metrics *metrics.Metrics
 
 	nextConn    atomic.Uint64
 	queuedBytes atomic.Int64
+	sentBytes   atomic.Int64
 	connsMu     sync.Mutex
 	conns       map[uint64]*wsConn
 	byUser      map[string]int // authenticated sockets per user
@@ -139,8 +141,8 @@ func New(opts Options) *Server {
 	setDefault(&opts.StallLag, 250*time.Millisecond)
 	s := &Server{
 		opts: opts, log: opts.Logger, clock: opts.Clock, metrics: opts.Metrics,
-		limits: newLimiter(opts.Clock, opts.CallRate, opts.CallBurst),
-		reads:  newLimiter(opts.Clock, opts.SubRate, opts.SubBurst),
+		limits: ratelimit.New(opts.Clock, opts.CallRate, opts.CallBurst),
+		reads:  ratelimit.New(opts.Clock, opts.SubRate, opts.SubBurst),
 		conns:  map[uint64]*wsConn{},
 		byUser: map[string]int{},
 	}
@@ -148,6 +150,8 @@ func New(opts Options) *Server {
 	go s.keepAlive()
 	s.metrics.Gauge("invigil_ws_send_queue_bytes", "Bytes of frames waiting in sockets' send queues.",
 		func() float64 { return float64(s.queuedBytes.Load()) })
+	s.metrics.Counter("invigil_ws_sent_bytes_total", "Bytes of frames written to sockets.",
+		func() float64 { return float64(s.sentBytes.Load()) })
 	s.echo = echo.New()
 	s.echo.HideBanner, s.echo.HidePort = true, true
 	s.echo.HTTPErrorHandler = s.httpError
@@ -305,6 +309,9 @@ func (s *Server) track(c *wsConn, open bool) {
 		delete(s.conns, c.id)
 	}
 }
+
+// BytesSent is how many bytes of frames went to sockets so far.
+func (s *Server) BytesSent() int64 { return s.sentBytes.Load() }
 
 // claimSocket counts one more socket for user; false when they have the
 // most they may.

@@ -107,7 +107,7 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (s *Server) serveWS(c echo.Context) error {
 	rec := &hijackRecorder{ResponseWriter: c.Response().Writer}
 	wc := &wsConn{srv: s, id: s.nextConn.Add(1), rec: rec, subs: map[string]*wsSub{}}
-	wc.q = newSendQueue(s.opts.SendQueueBytes, sendWindow, &s.queuedBytes, wc.write, wc.overflowed, wc.pushed)
+	wc.q = newSendQueue(s.opts.SendQueueBytes, sendWindow, &s.queuedBytes, &s.sentBytes, wc.write, wc.overflowed, wc.pushed)
 	err := s.mel.HandleRequestWithKeys(rec, c.Request(), map[string]any{connKey: wc})
 	if err != nil && rec.conn == nil {
 		s.log.Debug("websocket upgrade refused", "err", err)
@@ -572,7 +572,7 @@ func (c *wsConn) call(f inFrame) {
 // invoke runs a function for a caller, rate-limited per user; it is shared
 // by the socket and HTTP.
 func (s *Server) invoke(caller engine.Caller, fn string, args json.RawMessage) (json.RawMessage, error) {
-	if wait := s.limits.take(caller.User.ID); wait > 0 {
+	if wait := s.limits.Take(caller.User.ID); wait > 0 {
 		return nil, &apperr.Error{Code: apperr.RateLimited, Message: "too many calls", RetryAfterMs: wait.Milliseconds() + 1}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -614,7 +614,7 @@ func (s *Server) admitRead(user string, addr net.Addr) error {
 		host, _, _ := net.SplitHostPort(addr.String())
 		key = "anon:" + host
 	}
-	if wait := s.reads.take(key); wait > 0 {
+	if wait := s.reads.Take(key); wait > 0 {
 		return &apperr.Error{Code: apperr.RateLimited, Message: "too many subscriptions and queries", RetryAfterMs: wait.Milliseconds() + 1}
 	}
 	return nil
