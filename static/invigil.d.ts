@@ -127,6 +127,150 @@ export interface SessionDetail extends ProctoringSession {
   violations: Violation[];
 }
 
+/** A chat's kind: a support chat (agents answer) or an exam room (the exam's tutors answer). */
+export type ChatScope = 'support' | 'exam';
+
+/** waiting (nobody answers yet) → active (assigned) → ended. */
+export type ChatStatus = 'waiting' | 'active' | 'ended';
+
+export interface StartChatArgs {
+  scope: ChatScope;
+  /** Required for an exam room, absent for support. */
+  exam_id?: string;
+}
+
+export interface AssignAgentArgs {
+  session_id: string;
+  /** Absent: the caller takes the chat. */
+  agent_id?: string;
+}
+
+/** A file stored elsewhere (Supabase Storage): an https URL, never the bytes. */
+export interface Attachment {
+  url: string;
+  name: string;
+  size: number;
+  mime: string;
+}
+
+export interface SendMessageArgs {
+  session_id: string;
+  /** 1 to 4000 characters. */
+  body: string;
+  /** The client's id for this message: the same one twice stores one message (a retry). */
+  client_msg_id: string;
+  attachments?: Attachment[];
+}
+
+export interface MarkReadArgs {
+  session_id: string;
+  /** The newest message read: it and every one before it are read. */
+  up_to_message_id: string;
+}
+
+export interface SetTypingArgs {
+  session_id: string;
+  typing: boolean;
+}
+
+/** `{session_id}`: chat.endChat. */
+export interface ChatSessionArgs {
+  session_id: string;
+}
+
+export interface ListSessionsArgs {
+  scope?: ChatScope;
+  status?: ChatStatus;
+  /** An exam's rooms (its tutors see all of them, its students their own). */
+  exam_id?: string;
+  /** 1 to 500; default 100. */
+  limit?: number;
+}
+
+export interface GetMessagesArgs {
+  session_id: string;
+  /** 1 to 200; default 50 (the newest). */
+  limit?: number;
+  /** A message id: the ones before it (paging back). */
+  before?: string;
+}
+
+/** One chat (chat.listSessions, newest activity first; what startChat, assignAgent and endChat return). */
+export interface ChatSession {
+  _id: string;
+  scope: ChatScope;
+  exam_id: string | null;
+  student_id: string;
+  student_name: string;
+  assigned_to: string | null;
+  status: ChatStatus;
+  created_at: string;
+  last_message_at: string | null;
+  assigned_name: string | null;
+  ended_at: string | null;
+  /** The last message's seq. */
+  message_count: number;
+  last_sender_id: string | null;
+  /** The start of the last message. */
+  last_message: string | null;
+  /** Each reader's mark: user id → the seq read up to (unread = message_count - mark). */
+  read_up_to: Record<string, number>;
+}
+
+/** One message (chat.getMessages, oldest first). */
+export interface ChatMessage {
+  _id: string;
+  session_id: string;
+  client_msg_id: string;
+  sender_id: string;
+  sender_name: string;
+  sender_role: Role;
+  body: string;
+  attachments: Attachment[];
+  created_at: string;
+  /** User ids of those who read it. */
+  read_by: string[];
+  /** 1, 2, 3… in the chat. */
+  seq: number;
+}
+
+/** What chat.markRead returns. */
+export interface ReadReceipt {
+  session_id: string;
+  up_to_message_id: string;
+  up_to_seq: number;
+}
+
+/** What chat.setTyping returns. */
+export interface TypingState {
+  session_id: string;
+  typing: boolean;
+}
+
+/** `{scope, display_name?}`: presence.touchPresence and presence.setScope. Scopes: "global", "exam:<exam_id>", "chat:<session_id>". */
+export interface PresenceArgs {
+  scope: string;
+  display_name?: string;
+}
+
+export interface ListPresenceArgs {
+  scope: string;
+  /** 1 to 5000; default 500. */
+  limit?: number;
+}
+
+/** One person in a scope (presence.listPresence, by display name). _id is the user id. */
+export interface PresenceRow {
+  _id: string;
+  user_id: string;
+  display_name: string;
+  role: Role;
+  /** In a chat's scope: typing now (clears itself after a few seconds). */
+  is_typing: boolean;
+  last_seen: string;
+  online: boolean;
+}
+
 /** `{quiz_code, limit?}`: leaderboard.getLeaderboard (limit 1 to 100, default 10) and leaderboard.getQuiz. */
 export interface LeaderboardArgs {
   quiz_code: string;
@@ -159,6 +303,14 @@ export interface Functions {
   'proctoring.heartbeat': { args: HeartbeatArgs; result: HeartbeatResult };
   'proctoring.logViolation': { args: ViolationArgs; result: Violation };
   'proctoring.endSession': { args: ExamArgs; result: ProctoringSession };
+  'chat.startChat': { args: StartChatArgs; result: ChatSession };
+  'chat.assignAgent': { args: AssignAgentArgs; result: ChatSession };
+  'chat.sendMessage': { args: SendMessageArgs; result: ChatMessage };
+  'chat.markRead': { args: MarkReadArgs; result: ReadReceipt };
+  'chat.setTyping': { args: SetTypingArgs; result: TypingState };
+  'chat.endChat': { args: ChatSessionArgs; result: ChatSession };
+  'presence.touchPresence': { args: PresenceArgs; result: PresenceRow };
+  'presence.setScope': { args: PresenceArgs; result: PresenceRow };
 }
 
 /** Every query: its arguments and its whole value (a list query's value is its rows, in order). */
@@ -166,11 +318,17 @@ export interface Queries {
   'proctoring.getExamSessions': { args: ExamArgs; value: ProctoringSession[] };
   'proctoring.getSession': { args: SessionArgs; value: SessionDetail | null };
   'proctoring.getViolations': { args: ViolationsArgs; value: Violation[] };
+  'chat.listSessions': { args: ListSessionsArgs; value: ChatSession[] };
+  'chat.getMessages': { args: GetMessagesArgs; value: ChatMessage[] };
+  'presence.listPresence': { args: ListPresenceArgs; value: PresenceRow[] };
   'leaderboard.getLeaderboard': { args: LeaderboardArgs; value: LeaderboardEntry[] };
   'leaderboard.getQuiz': { args: LeaderboardArgs; value: Quiz };
 }
 
 // --- end wire types ---
+
+/** A presence scope: "global", "exam:<exam_id>" or "chat:<session_id>". */
+export type PresenceScope = 'global' | `exam:${string}` | `chat:${string}`;
 
 export type FunctionName = keyof Functions;
 export type FunctionArgs<F extends FunctionName> = Functions[F]['args'];

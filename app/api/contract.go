@@ -18,8 +18,10 @@ package api
 import (
 	"reflect"
 
+	"invigil/app/chat"
 	"invigil/app/identity"
 	"invigil/app/leaderboard"
+	"invigil/app/presence"
 	"invigil/app/proctoring"
 	"invigil/store"
 )
@@ -57,6 +59,21 @@ var Contract = []Entry{
 	{Name: "proctoring.getSession", Kind: Query, Args: typeOf[proctoring.SessionArgs](), Result: typeOf[*proctoring.SessionDetail]()},
 	{Name: "proctoring.getViolations", Kind: Query, Args: typeOf[proctoring.ViolationsArgs](), Result: typeOf[[]proctoring.ViolationView]()},
 
+	// Chat.
+	{Name: "chat.startChat", Kind: Function, Args: typeOf[chat.StartArgs](), Result: typeOf[chat.SessionView]()},
+	{Name: "chat.assignAgent", Kind: Function, Args: typeOf[chat.AssignArgs](), Result: typeOf[chat.SessionView]()},
+	{Name: "chat.sendMessage", Kind: Function, Args: typeOf[chat.SendArgs](), Result: typeOf[chat.MessageView]()},
+	{Name: "chat.markRead", Kind: Function, Args: typeOf[chat.ReadArgs](), Result: typeOf[chat.Receipt]()},
+	{Name: "chat.setTyping", Kind: Function, Args: typeOf[chat.TypingArgs](), Result: typeOf[chat.TypingResult]()},
+	{Name: "chat.endChat", Kind: Function, Args: typeOf[chat.SessionArgs](), Result: typeOf[chat.SessionView]()},
+	{Name: "chat.listSessions", Kind: Query, Args: typeOf[chat.ListArgs](), Result: typeOf[[]chat.SessionView]()},
+	{Name: "chat.getMessages", Kind: Query, Args: typeOf[chat.MessagesArgs](), Result: typeOf[[]chat.MessageView]()},
+
+	// Presence.
+	{Name: "presence.touchPresence", Kind: Function, Args: typeOf[presence.ScopeArgs](), Result: typeOf[presence.View]()},
+	{Name: "presence.setScope", Kind: Function, Args: typeOf[presence.ScopeArgs](), Result: typeOf[presence.View]()},
+	{Name: "presence.listPresence", Kind: Query, Args: typeOf[presence.ListArgs](), Result: typeOf[[]presence.View]()},
+
 	// Leaderboard (public).
 	{Name: "leaderboard.getLeaderboard", Kind: Query, Args: typeOf[leaderboard.BoardArgs](), Result: typeOf[[]leaderboard.Entry](), Public: true},
 	{Name: "leaderboard.getQuiz", Kind: Query, Args: typeOf[leaderboard.BoardArgs](), Result: typeOf[leaderboard.Quiz](), Public: true},
@@ -67,6 +84,8 @@ var Contract = []Entry{
 var Raw = map[string]reflect.Type{
 	// The last heartbeat's network figures as the student sent them, or null.
 	"SessionDetail.network": typeOf[*proctoring.Network](),
+	// A message's attachments: references to files in Supabase Storage.
+	"MessageView.attachments": typeOf[[]chat.Attachment](),
 }
 
 // Enums are string fields whose values are a closed set, by the name of
@@ -75,6 +94,8 @@ var Enums = map[string][]string{
 	"ViolationType": keys(proctoring.ViolationTypes),
 	"SessionStatus": {store.StatusActive, store.StatusDisconnected, store.StatusSubmitted},
 	"Role":          {string(identity.Student), string(identity.Tutor), string(identity.Agent), string(identity.Admin)},
+	"ChatScope":     {chat.ScopeSupport, chat.ScopeExam},
+	"ChatStatus":    {store.ChatWaiting, store.ChatActive, store.ChatEnded},
 }
 
 // Lookup returns the entry for name.

@@ -31,6 +31,7 @@ import (
 var (
 	tutor   = identity.User{ID: "tutor-1", Role: identity.Tutor, Name: "Tess Tutor"}
 	student = identity.User{ID: "stu-1", Role: identity.Student, Name: "Sam Student"}
+	agent   = identity.User{ID: "agent-1", Role: identity.Agent, Name: "Alex Agent"}
 	nobody  = identity.User{} // no token: public queries only
 )
 
@@ -64,7 +65,8 @@ func TestContractIsWhatTheEngineServes(t *testing.T) {
 	}
 }
 
-// step is one call or read of the scenario, in order.
+// step is one call or read of the scenario, in order. In args, {chat} and
+// {msg} stand for the ids startChat and sendMessage returned.
 type step struct {
 	as   identity.User
 	name string
@@ -74,6 +76,18 @@ type step struct {
 // scenario exercises every name of the contract with values that fill
 // their optional and nullable parts where it can.
 var scenario = []step{
+	{student, "chat.startChat", `{"scope":"support"}`},
+	{agent, "chat.assignAgent", `{"session_id":"{chat}"}`},
+	{student, "chat.sendMessage", `{"session_id":"{chat}","body":"Hello","client_msg_id":"m1","attachments":[{"url":"https://files.example.com/a.png","name":"a.png","size":10,"mime":"image/png"}]}`},
+	{agent, "chat.markRead", `{"session_id":"{chat}","up_to_message_id":"{msg}"}`},
+	{agent, "chat.setTyping", `{"session_id":"{chat}","typing":true}`},
+	{student, "presence.touchPresence", `{"scope":"chat:{chat}","display_name":"Sam"}`},
+	{agent, "presence.listPresence", `{"scope":"chat:{chat}","limit":10}`},
+	{student, "presence.setScope", `{"scope":"global"}`},
+	{agent, "chat.listSessions", `{"scope":"support","status":"active","limit":5}`},
+	{student, "chat.getMessages", `{"session_id":"{chat}","limit":10}`},
+	{agent, "chat.endChat", `{"session_id":"{chat}"}`},
+
 	{student, "proctoring.startSession", `{"exam_id":"e1"}`},
 	{student, "proctoring.heartbeat", `{"exam_id":"e1","current_question":2,"answered_count":1,"network":{"rtt_ms":40,"downlink_mbps":9.5,"effective_type":"4g"}}`},
 	{student, "proctoring.logViolation", `{"exam_id":"e1","type":"copy","detail":"copied 4 characters","client_ts":"2026-03-02T09:00:00Z","client_id":"v1"}`},
@@ -96,7 +110,11 @@ func TestContractResultsAreWhatTheServerSends(t *testing.T) {
 	}
 	ctx := context.Background()
 	seen := map[string]bool{}
+	ids := map[string]string{} // {chat}, {msg}
 	for i, s := range scenario {
+		for k, v := range ids {
+			s.args = strings.ReplaceAll(s.args, "{"+k+"}", v)
+		}
 		e, ok := api.Lookup(s.name)
 		if !ok {
 			t.Fatalf("step %d: %s is not in api.Contract", i, s.name)
@@ -124,6 +142,15 @@ func TestContractResultsAreWhatTheServerSends(t *testing.T) {
 		var v any
 		if err := json.Unmarshal(raw, &v); err != nil {
 			t.Fatal(err)
+		}
+		switch s.name {
+		case "chat.startChat":
+			ids["chat"] = v.(map[string]any)["_id"].(string)
+		case "chat.sendMessage":
+			ids["msg"] = v.(map[string]any)["_id"].(string)
+		}
+		if a, ok := v.([]any); ok && len(a) == 0 {
+			t.Errorf("%s: the scenario reads an empty list, which shows nothing of its rows", s.name)
 		}
 		for _, p := range shape(s.name, e.Result, v) {
 			t.Errorf("%s: %s\n  value: %s", s.name, p, raw)

@@ -20,13 +20,16 @@ import (
 	"invigil/store"
 )
 
-type startArgs struct {
+// StartArgs are startChat's arguments. The argument types are exported
+// for app/api's table of the contract: a field tagged omitempty is optional
+// for clients.
+type StartArgs struct {
 	Scope  string `json:"scope"`
-	ExamID string `json:"exam_id"`
+	ExamID string `json:"exam_id,omitempty"`
 }
 
 func (s *Service) startChat(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a startArgs
+	var a StartArgs
 	if err := args.Decode(raw, &a); err != nil {
 		return nil, err
 	}
@@ -87,7 +90,8 @@ func nameOf(u identity.User) string {
 	return u.ID
 }
 
-type sessionArgs struct {
+// SessionArgs are endChat's arguments.
+type SessionArgs struct {
 	SessionID string `json:"session_id"`
 }
 
@@ -98,11 +102,15 @@ func decodeSession(raw json.RawMessage, v any, id *string) error {
 	return args.ID("session_id", *id)
 }
 
+// AssignArgs are assignAgent's arguments: without agent_id, the caller
+// takes the chat.
+type AssignArgs struct {
+	SessionID string `json:"session_id"`
+	AgentID   string `json:"agent_id,omitempty"`
+}
+
 func (s *Service) assignAgent(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a struct {
-		SessionID string `json:"session_id"`
-		AgentID   string `json:"agent_id"`
-	}
+	var a AssignArgs
 	if err := decodeSession(raw, &a, &a.SessionID); err != nil {
 		return nil, err
 	}
@@ -148,14 +156,15 @@ func (s *Service) assignAgent(ctx context.Context, c engine.Caller, raw json.Raw
 	return sessionView(sess), nil
 }
 
-type sendArgs struct {
+// SendArgs are sendMessage's arguments.
+type SendArgs struct {
 	SessionID   string       `json:"session_id"`
 	Body        string       `json:"body"`
 	ClientMsgID string       `json:"client_msg_id"`
-	Attachments []Attachment `json:"attachments"`
+	Attachments []Attachment `json:"attachments,omitempty"`
 }
 
-func (a *sendArgs) validate() error {
+func (a *SendArgs) validate() error {
 	if err := args.ID("client_msg_id", a.ClientMsgID); err != nil {
 		return err
 	}
@@ -219,7 +228,7 @@ func (at *Attachment) validate() error {
 }
 
 func (s *Service) sendMessage(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a sendArgs
+	var a SendArgs
 	if err := decodeSession(raw, &a, &a.SessionID); err != nil {
 		return nil, err
 	}
@@ -293,7 +302,7 @@ func (s *Service) sendMessage(ctx context.Context, c engine.Caller, raw json.Raw
 
 // sentBefore finds the message sender already sent under this
 // client_msg_id, read through r (nil: a read of its own).
-func sentBefore(ctx context.Context, db *store.DB, r *store.Reader, sender string, a sendArgs) (store.ChatMessage, error) {
+func sentBefore(ctx context.Context, db *store.DB, r *store.Reader, sender string, a SendArgs) (store.ChatMessage, error) {
 	if r != nil {
 		return r.ChatMessageByClientID(ctx, a.SessionID, sender, a.ClientMsgID)
 	}
@@ -329,11 +338,14 @@ type Receipt struct {
 	UpToSeq       int64  `json:"up_to_seq"`
 }
 
+// ReadArgs are markRead's arguments.
+type ReadArgs struct {
+	SessionID     string `json:"session_id"`
+	UpToMessageID string `json:"up_to_message_id"`
+}
+
 func (s *Service) markRead(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a struct {
-		SessionID     string `json:"session_id"`
-		UpToMessageID string `json:"up_to_message_id"`
-	}
+	var a ReadArgs
 	if err := decodeSession(raw, &a, &a.SessionID); err != nil {
 		return nil, err
 	}
@@ -374,11 +386,20 @@ func (s *Service) markRead(ctx context.Context, c engine.Caller, raw json.RawMes
 	return Receipt{SessionID: sess.ID, UpToMessageID: a.UpToMessageID, UpToSeq: seq}, nil
 }
 
+// TypingArgs are setTyping's arguments (typing is required).
+type TypingArgs struct {
+	SessionID string `json:"session_id"`
+	Typing    *bool  `json:"typing"`
+}
+
+// TypingResult is what setTyping returns.
+type TypingResult struct {
+	SessionID string `json:"session_id"`
+	Typing    bool   `json:"typing"`
+}
+
 func (s *Service) setTyping(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a struct {
-		SessionID string `json:"session_id"`
-		Typing    *bool  `json:"typing"`
-	}
+	var a TypingArgs
 	if err := decodeSession(raw, &a, &a.SessionID); err != nil {
 		return nil, err
 	}
@@ -392,11 +413,11 @@ func (s *Service) setTyping(ctx context.Context, c engine.Caller, raw json.RawMe
 	if err := s.presence.Typing(ctx, c, presence.ChatScope(sess.ID), *a.Typing); err != nil {
 		return nil, err
 	}
-	return map[string]any{"session_id": sess.ID, "typing": *a.Typing}, nil
+	return TypingResult{SessionID: sess.ID, Typing: *a.Typing}, nil
 }
 
 func (s *Service) endChat(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a sessionArgs
+	var a SessionArgs
 	if err := decodeSession(raw, &a, &a.SessionID); err != nil {
 		return nil, err
 	}

@@ -24,13 +24,18 @@ import (
 //
 // status filters (waiting, active, ended); limit (default 100, at most
 // 500) keeps the newest.
+// ListArgs are listSessions' arguments. The argument types are exported
+// for app/api's table of the contract: a field tagged omitempty is optional
+// for clients.
+type ListArgs struct {
+	Scope  string `json:"scope,omitempty"`
+	Status string `json:"status,omitempty"`
+	ExamID string `json:"exam_id,omitempty"`
+	Limit  *int   `json:"limit,omitempty"`
+}
+
 func (s *Service) listSessions(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
-	var a struct {
-		Scope  string `json:"scope"`
-		Status string `json:"status"`
-		ExamID string `json:"exam_id"`
-		Limit  *int   `json:"limit"`
-	}
+	var a ListArgs
 	if err := args.Decode(raw, &a); err != nil {
 		return engine.Plan{}, err
 	}
@@ -136,12 +141,15 @@ func sessionRows(ss []store.ChatSession) []engine.Row {
 
 // getMessages is a chat's newest limit messages (default 50, at most 200),
 // oldest first; with before (a message id of the chat), those before it.
+// MessagesArgs are getMessages' arguments.
+type MessagesArgs struct {
+	SessionID string `json:"session_id"`
+	Limit     *int   `json:"limit,omitempty"`
+	Before    string `json:"before,omitempty"`
+}
+
 func (s *Service) getMessages(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
-	var a struct {
-		SessionID string `json:"session_id"`
-		Limit     *int   `json:"limit"`
-		Before    string `json:"before"`
-	}
+	var a MessagesArgs
 	if err := decodeSession(raw, &a, &a.SessionID); err != nil {
 		return engine.Plan{}, err
 	}

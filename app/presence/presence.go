@@ -130,12 +130,15 @@ func (s *Service) Authorize(ctx context.Context, u identity.User, scope string) 
 	return nil, apperr.New(apperr.InvalidArgument, `scope is "global", "exam:<exam_id>" or "chat:<session_id>"`)
 }
 
-type scopeArgs struct {
+// ScopeArgs are the arguments of touchPresence and setScope. The argument
+// types are exported for app/api's table of the contract: a field tagged
+// omitempty is optional for clients.
+type ScopeArgs struct {
 	Scope       string `json:"scope"`
-	DisplayName string `json:"display_name"`
+	DisplayName string `json:"display_name,omitempty"`
 }
 
-func decodeScope(raw json.RawMessage, a *scopeArgs) error {
+func decodeScope(raw json.RawMessage, a *ScopeArgs) error {
 	if err := args.Decode(raw, a); err != nil {
 		return err
 	}
@@ -149,7 +152,7 @@ func decodeScope(raw json.RawMessage, a *scopeArgs) error {
 }
 
 func (s *Service) touchPresence(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a scopeArgs
+	var a ScopeArgs
 	if err := decodeScope(raw, &a); err != nil {
 		return nil, err
 	}
@@ -160,7 +163,7 @@ func (s *Service) touchPresence(ctx context.Context, c engine.Caller, raw json.R
 }
 
 func (s *Service) setScope(ctx context.Context, c engine.Caller, raw json.RawMessage) (any, error) {
-	var a scopeArgs
+	var a ScopeArgs
 	if err := decodeScope(raw, &a); err != nil {
 		return nil, err
 	}
@@ -249,11 +252,14 @@ func displayName(u identity.User, name string) string {
 	return u.ID
 }
 
+// ListArgs are listPresence's arguments.
+type ListArgs struct {
+	Scope string `json:"scope"`
+	Limit *int   `json:"limit,omitempty"`
+}
+
 func (s *Service) listPresence(ctx context.Context, c engine.Caller, raw json.RawMessage) (engine.Plan, error) {
-	var a struct {
-		Scope string `json:"scope"`
-		Limit *int   `json:"limit"`
-	}
+	var a ListArgs
 	if err := args.Decode(raw, &a); err != nil {
 		return engine.Plan{}, err
 	}
