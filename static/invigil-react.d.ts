@@ -5,7 +5,10 @@
 
 import type { ReactElement, ReactNode } from 'react';
 import type {
+  Attachment,
   Change,
+  ChatMessage,
+  ChatSession,
   ConnectOptions,
   ConnectionState,
   FunctionArgs,
@@ -14,10 +17,14 @@ import type {
   InvigilClient,
   InvigilError,
   LeaderboardEntry,
+  ListSessionsArgs,
+  PresenceRow,
+  PresenceScope,
   ProctoringSession,
   QueryArgs,
   QueryName,
   QueryValue,
+  ReadReceipt,
   User,
   ViolationType,
 } from './invigil.js';
@@ -127,6 +134,51 @@ export interface Proctoring {
  * heartbeats and listeners without submitting.
  */
 export declare function useProctoring(examId: string | null | undefined, options?: ProctoringOptions): Proctoring;
+
+/** The chats the user may see (chat.listSessions), newest activity first; undefined while loading. */
+export declare function useChatSessions(args?: ListSessionsArgs): ChatSession[] | undefined;
+
+/** A message as useChat shows it: the server's, or one of the user's own not yet confirmed. */
+export interface ChatItem extends ChatMessage {
+  /** Sent by this page and not in the server's list yet (its _id is "pending:<client_msg_id>", seq 0). */
+  pending?: true;
+  /** The server accepted it; it shows as the server's copy once the list brings it. */
+  sent?: true;
+  /** Refused (not retried): retry(client_msg_id) or discard(client_msg_id). */
+  error?: InvigilError;
+}
+
+export interface Chat {
+  /** Oldest first, the user's unconfirmed messages last; undefined while loading. Each message shows once. */
+  messages: ChatItem[] | undefined;
+  status: QueryState<ChatMessage[]>['status'];
+  error: InvigilError | null;
+  /** Who is in the chat's presence scope. */
+  presence: PresenceRow[] | undefined;
+  /** The others typing now. */
+  typing: PresenceRow[];
+  /** Show the message at once, send it (retrying a dropped call under the same client_msg_id). */
+  send(body: string, options?: { attachments?: Attachment[] }): Promise<ChatMessage>;
+  retry(clientMsgId: string): Promise<ChatMessage>;
+  discard(clientMsgId: string): void;
+  /** Read up to a message (default: the newest); null when there was nothing to mark. */
+  markRead(upToMessageId?: string): Promise<ReadReceipt | null>;
+  /** Call with true on each keystroke (sent at most every 2.5 s) and false when the user stops. */
+  setTyping(typing: boolean): void;
+}
+
+/** One chat (null/undefined: none yet): messages with optimistic sends, read receipts, typing. */
+export declare function useChat(sessionId: string | null | undefined, options?: { limit?: number }): Chat;
+
+/**
+ * Be present in scope and see who is (undefined while loading). Entered
+ * again after every reconnect; a new scope moves the presence; it ends
+ * when the socket closes.
+ */
+export declare function usePresence(
+  scope: PresenceScope | null | undefined,
+  options?: { displayName?: string },
+): PresenceRow[] | undefined;
 
 /** A random id (crypto.randomUUID when there is one), for client_msg_id and client_id. */
 export declare function randomId(): string;

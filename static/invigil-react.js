@@ -690,3 +690,169 @@ export function useProctoring(examId, options = {}) {
   }, [lazy, examId]);
   return useMemo(() => ({ ...snap, report: reportViolation, submit }), [snap, reportViolation, submit]);
 }
+
+// ------------------------------------------------------------------ chat
+
+/** The chats the user may see (chat.listSessions), newest activity first. */
+export function useChatSessions(args = {}) {
+  return useQuery('chat.listSessions', args);
+}
+
+const TYPING_REFRESH_MS = 2_500; // the server clears a typing flag after 6 s
+const SEND_RETRIES = 5;
+
+/**
+ * One chat: its messages with the user's own unconfirmed ones at the end
+ * (optimistic: shown at once with `pending: true`, replaced by the
+ * server's copy when the subscription brings it, so each shows once), and
+ * the actions. A send whose answer was lost is sent again under the same
+ * client_msg_id (the server stores it once); one refused stays with
+ * `error` until retry(id) or discard(id).
+ */
+export function useChat(sessionId, { limit } = {}) {
+  const lazy = useLazy();
+  const me = useInvigilUser();
+  const list = useQueryState('chat.getMessages',
+    sessionId ? (limit ? { session_id: sessionId, limit } : { session_id: sessionId }) : 'skip');
+  const people = useQueryState('presence.listPresence', sessionId ? { scope: 'chat:' + sessionId } : 'skip');
+  const [outbox] = useState(() => new Store({ items: [] }));
+  const { items } = useSyncExternalStore(
+    useCallback((fn) => outbox.listen(fn), [outbox]), () => outbox.get(), () => outbox.get());
+  const typingRef = useRef({ on: false, at: 0 });
+
+  const server = list.value;
+  const messages = useMemo(() => {
+    if (server === undefined) return undefined;
+    const mine = items.filter((m) => m.session_id === sessionId);
+    if (!mine.length) return server;
+    const stored = new Set(server.map((m) => m.client_msg_id));
+    const waiting = mine.filter((m) => !stored.has(m.client_msg_id));
+    return waiting.length ? server.concat(waiting) : server;
+  }, [server, items, sessionId]);
+
+  // Confirmed sends leave the outbox once the list shows them.
+  useEffect(() => {
+    if (!server || !outbox.get().items.length) return;
+    const stored = new Set(server.map((m) => m.client_msg_id));
+    const left = outbox.get().items.filter((m) => !stored.has(m.client_msg_id));
+    if (left.length !== outbox.get().items.length) outbox.set({ items: left });
+  }, [server, outbox]);
+
+  const update = useCallback((cid, patch) => {
+    outbox.set({ items: outbox.get().items.map((m) => (m.client_msg_id === cid ? { ...m, ...patch } : m)) });
+  }, [outbox]);
+
+  const deliver = useCallback(async (item) => {
+    const args = { session_id: item.session_id, body: item.body, client_msg_id: item.client_msg_id };
+    if (item.attachments.length) args.attachments = item.attachments;
+    for (let tries = 0; ; tries++) {
+      try {
+        const m = await lazy.call('chat.sendMessage', args);
+        update(item.client_msg_id, { sent: true });
+        return m;
+      } catch (e) {
+        const again = tries < SEND_RETRIES && (e.code === 'disconnected' || e.code === 'internal' || e.code === 'rate_limited');
+        if (!again) {
+          update(item.client_msg_id, { error: e });
+          throw e;
+        }
+        await new Promise((r) => setTimeout(r, e.retryAfterMs ?? 500 * (tries + 1)));
+      }
+    }
+  }, [lazy, update]);
+
+  const send = useCallback((body, { attachments } = {}) => {
+    if (!sessionId) return Promise.reject(new InvigilError('invalid_argument', 'no chat'));
+    const user = lazy.user;
+    const cid = randomId();
+    const item = {
+      _id: 'pending:' + cid, session_id: sessionId, client_msg_id: cid,
+      sender_id: user?.id ?? '', sender_name: user?.name ?? '', sender_role: user?.role ?? 'student',
+      body, attachments: attachments ?? [], created_at: new Date().toISOString(), read_by: [], seq: 0,
+      pending: true,
+    };
+    outbox.set({ items: [...outbox.get().items, item] });
+    typingRef.current.on = false; // the server clears the sender's typing flag
+    return deliver(item);
+  }, [lazy, sessionId, outbox, deliver]);
+
+  const retry = useCallback((cid) => {
+    const item = outbox.get().items.find((m) => m.client_msg_id === cid);
+    if (!item) return Promise.reject(new InvigilError('not_found', 'no such unsent message'));
+    update(cid, { error: undefined });
+    return deliver(item);
+  }, [outbox, update, deliver]);
+
+  const discard = useCallback((cid) => {
+    outbox.set({ items: outbox.get().items.filter((m) => m.client_msg_id !== cid || !m.error) });
+  }, [outbox]);
+
+  // Read up to a message (default: the newest), unless the server has it so.
+  const markRead = useCallback(async (upToMessageId) => {
+    const rows = list.value;
+    const target = upToMessageId ?? rows?.[rows.length - 1]?._id;
+    if (!sessionId || !target) return null;
+    const row = rows?.find((m) => m._id === target);
+    const id = lazy.user?.id;
+    if (row && id && (row.sender_id === id || row.read_by.includes(id))) return null;
+    return lazy.call('chat.markRead', { session_id: sessionId, up_to_message_id: target });
+  }, [lazy, sessionId, list.value]);
+
+  // true while the user types (sent at most every 2.5 s), false when they stop.
+  const setTyping = useCallback((typing) => {
+    if (!sessionId) return;
+    const t = typingRef.current;
+    const now = Date.now();
+    if (typing) {
+      if (t.on && now - t.at < TYPING_REFRESH_MS) return;
+      t.on = true;
+      t.at = now;
+    } else {
+      if (!t.on) return;
+      t.on = false;
+    }
+    lazy.call('chat.setTyping', { session_id: sessionId, typing }).catch(() => { t.on = false; });
+  }, [lazy, sessionId]);
+
+  const typing = useMemo(
+    () => (people.value ?? []).filter((p) => p.is_typing && p.user_id !== me?.id),
+    [people.value, me?.id],
+  );
+
+  return {
+    messages, status: list.status, error: list.error, presence: people.value, typing,
+    send, retry, discard, markRead, setTyping,
+  };
+}
+
+// ------------------------------------------------------------------ presence
+
+/**
+ * Be present in scope ("global", "exam:<id>", "chat:<id>") and see who is:
+ * the rows of presence.listPresence, undefined while loading. Presence
+ * belongs to the socket: entered now and again after every reconnect; a
+ * new scope moves it (presence.setScope); the scope is left when the
+ * socket closes (the contract has no "leave" of its own).
+ */
+export function usePresence(scope, { displayName } = {}) {
+  const lazy = useLazy();
+  const state = useQueryState('presence.listPresence', scope ? { scope } : 'skip');
+  const entered = useRef(null); // the scope this hook entered on the current socket
+  useEffect(() => {
+    if (!scope) return undefined;
+    const args = displayName ? { scope, display_name: displayName } : { scope };
+    const enter = (fn) => {
+      entered.current = scope;
+      lazy.call(fn, args).catch((e) => {
+        if (e.code !== 'disconnected' && e.code !== 'closed') console.warn(`invigil: presence in ${scope}:`, e);
+      });
+    };
+    lazy.client();
+    if (lazy.state === 'online') enter(entered.current && entered.current !== scope ? 'presence.setScope' : 'presence.touchPresence');
+    // A new socket carries no presence: enter again.
+    const off = lazy.onStateChange((s) => { if (s === 'online') enter('presence.touchPresence'); });
+    return off;
+  }, [lazy, scope, displayName]);
+  if (state.status === 'error') throw state.error;
+  return state.value;
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -72,7 +73,7 @@ func bootReact(t *testing.T, env map[string]string, development bool, opts ...ap
 const spy = `(() => {
 	const W = window.WebSocket;
 	const ws = window.__ws = { sockets: 0, sent: [], got: [], held: [], hold: () => false };
-	ws.release = () => { const h = ws.held.splice(0); for (const [s, d] of h) s.call(d); };
+	ws.release = () => { const h = ws.held.splice(0); for (const [s, d] of h) s(d); };
 	window.WebSocket = class extends W {
 		constructor(...args) {
 			super(...args);
@@ -189,6 +190,8 @@ func TestReactQueryRerendersOnWrite(t *testing.T) {
 	}
 	tb.wait("both students on the grid", row(ann.ID)+` && `+row(bob.ID), 10*time.Second)
 	tb.wait("online", `document.querySelector('#conn')?.dataset.state === 'online'`, 5*time.Second)
+	// usePresence put the tutor in the exam's scope.
+	tb.wait("the tutor's presence chip", fmt.Sprintf(`document.querySelector('#watching li[data-user-id=%s]')`, js(tutor.ID)), 3*time.Second)
 	if got := get[string](tb, row(ann.ID)+`.querySelector('.answered').textContent`); got != "0" {
 		t.Fatalf("Ann's answered count %q, want 0", got)
 	}
@@ -287,11 +290,12 @@ func TestReactProctoringStartsOnceUnderStrictMode(t *testing.T) {
 	}
 }
 
-// With VITE_USE_INVIGIL_PROCTORING=false the exam route renders the
-// platform's own exam view and never opens a socket; the other flags stay
-// on: the projector, signed out, shows a score pushed by grade-exam live.
+// With VITE_USE_INVIGIL_PROCTORING=false and VITE_USE_INVIGIL_CHAT=false the
+// exam and support routes render the platform's own views and never open a
+// socket; the leaderboard's flag stays on: the projector, signed out, shows
+// a score pushed by grade-exam live. (A production build.)
 func TestReactFlagOffRendersFallback(t *testing.T) {
-	s := bootReact(t, map[string]string{"VITE_USE_INVIGIL_PROCTORING": "false"}, false)
+	s := bootReact(t, map[string]string{"VITE_USE_INVIGIL_PROCTORING": "false", "VITE_USE_INVIGIL_CHAT": "false"}, false)
 	b := newBrowser(t, 60*time.Second)
 	sam := identity.User{ID: "stu-sam", Role: identity.Student, Name: "Sam Student"}
 
@@ -308,6 +312,12 @@ func TestReactFlagOffRendersFallback(t *testing.T) {
 	}
 	if n := s.calls(t, "proctoring.startSession"); n != 0 {
 		t.Fatalf("server counted %d startSession calls with proctoring off", n)
+	}
+	support := s.openExample(b, "support", sam, "#/support")
+	support.wait("the fallback chat", `document.querySelector('#chat')?.dataset.backend === 'supabase'`, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if n := get[int](support, `window.__ws.sockets`); n != 0 {
+		t.Fatalf("the fallback chat opened %d sockets to invigil", n)
 	}
 
 	// Leaderboard still on: the projector, nobody signed in.
@@ -326,5 +336,102 @@ func TestReactFlagOffRendersFallback(t *testing.T) {
 	}
 	if n := get[int](kids, `window.__ws.sent.filter((f) => f?.type === 'auth').length`); n != 0 {
 		t.Fatalf("the signed-out projector sent %d auth frames", n)
+	}
+}
+
+// useChat: the student's message shows at once, marked pending, while the
+// server has not seen it (the page holds the frame that carries it); once
+// the server stores it, it shows once, no longer pending, and is stored
+// once. The agent, in another browser, takes the chat; its typing and
+// its reply reach the student.
+func TestReactChatShowsOptimisticMessageOnce(t *testing.T) {
+	s := bootReact(t, nil, true)
+	b := newBrowser(t, 60*time.Second)
+	sam := identity.User{ID: "stu-sam", Role: identity.Student, Name: "Sam Student"}
+	alex := identity.User{ID: "agent-alex", Role: identity.Agent, Name: "Alex Agent"}
+
+	student := s.openExample(b, "student", sam, "#/support")
+	student.wait("the start button", `document.querySelector('#start')`, 10*time.Second)
+	student.do(chromedp.Click(chromedp.CSS(`#start`)))
+	student.wait("the chat", `document.querySelector('#chat[data-session-id]')?.dataset.sessionId`, 5*time.Second)
+	chatID := get[string](student, `document.querySelector('#chat').dataset.sessionId`)
+
+	stored := func(body string) int {
+		t.Helper()
+		code, out := s.Query(sam, "chat.getMessages", map[string]any{"session_id": chatID})
+		if code != http.StatusOK {
+			t.Fatalf("getMessages: %d %s", code, out)
+		}
+		var ms []struct {
+			Body string `json:"body"`
+		}
+		if err := json.Unmarshal([]byte(out), &ms); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, m := range ms {
+			if m.Body == body {
+				n++
+			}
+		}
+		return n
+	}
+	shown := func(body string) string {
+		return fmt.Sprintf(`[...document.querySelectorAll('#messages li.message')].filter((li) => li.querySelector('.body').textContent === %s)`, js(body))
+	}
+
+	// Hold the frame that would carry the message to the server.
+	const body = "Hello from React"
+	student.eval(`window.__ws.hold = (f) => f.type === 'call' && f.fn === 'chat.sendMessage'`)
+	student.do(chromedp.SendKeys(chromedp.CSS(`#draft`), body), chromedp.Click(chromedp.CSS(`#send`)))
+	student.wait("the optimistic message", shown(body)+`.length === 1 && `+shown(body)+`[0].dataset.pending === 'true'`, 2*time.Second)
+	if n := get[int](student, `window.__ws.held.length`); n != 1 {
+		t.Fatalf("%d frames held, want the one sendMessage", n)
+	}
+	if n := stored(body); n != 0 {
+		t.Fatalf("the server has the message %d times before its frame left the page", n)
+	}
+
+	// From now on, count the copies the page shows after every DOM change:
+	// a pending copy beside the server's, even for one render, is a 2.
+	student.eval(fmt.Sprintf(`window.__counts = []; new MutationObserver(() => __counts.push(%s.length))
+		.observe(document.querySelector('#messages'), {subtree: true, childList: true, characterData: true, attributes: true})`, shown(body)))
+
+	// Let it go: the server's copy replaces the pending one.
+	student.eval(`window.__ws.hold = () => false; window.__ws.release()`)
+	took := student.wait("the confirmed message", shown(body)+`.length === 1 && `+shown(body)+`[0].dataset.pending === 'false'`, 3*time.Second)
+	t.Logf("released → shown as the server's: %s", took.Round(time.Millisecond))
+	if n := stored(body); n != 1 {
+		t.Fatalf("the server stored the message %d times, want 1", n)
+	}
+
+	// The agent takes the chat and answers; the student sees the typing and the reply.
+	agent := s.openExample(b, "agent", alex, "#/support/"+chatID)
+	agent.wait("the claim button", `document.querySelector('#claim')`, 10*time.Second)
+	agent.do(chromedp.Click(chromedp.CSS(`#claim`)))
+	agent.wait("claimed", `document.querySelector('#chat-status')?.textContent === 'active'`, 3*time.Second)
+	agent.wait("the student's message", shown(body)+`.length === 1`, 3*time.Second)
+	agent.do(chromedp.SendKeys(chromedp.CSS(`#draft`), "Hi Sam"))
+	student.wait("the agent typing", `document.querySelector('#typing')?.textContent.includes('Alex Agent')`, 3*time.Second)
+	agent.do(chromedp.Click(chromedp.CSS(`#send`)))
+	student.wait("the reply", shown("Hi Sam")+`.length === 1`, 3*time.Second)
+	student.wait("typing cleared", `document.querySelector('#typing')?.textContent === ''`, 3*time.Second)
+	// The agent read the student's message (its receipt reaches the student).
+	student.wait("read receipt", shown(body)+`[0].querySelector('.read')`, 3*time.Second)
+	if counts := get[[]int](student, `window.__counts`); len(counts) == 0 || slices.ContainsFunc(counts, func(n int) bool { return n != 1 }) {
+		t.Fatalf("the student's message was shown %v times across DOM changes, want always 1", counts)
+	}
+	// And in what useChat handed each render: no message twice, ever.
+	if dup := get[string](student, `(() => {
+		for (const ids of window.__example.lists.messages) {
+			const seen = new Set();
+			for (const id of ids) { if (seen.has(id)) return JSON.stringify(ids); seen.add(id); }
+		}
+		return '';
+	})()`); dup != "" {
+		t.Fatalf("useChat handed a render the same message twice: %s", dup)
+	}
+	if n := stored(body); n != 1 {
+		t.Fatalf("stored %d times at the end, want 1", n)
 	}
 }

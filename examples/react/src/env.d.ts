@@ -20,5 +20,6 @@ interface Window {
   __example?: {
     mounts: Record<string, number>;
     renders: Record<string, number>;
+    lists: Record<string, string[][]>;
   };
 }

@@ -1,7 +1,9 @@
 // Type tests of the kit: what must compile, and (@ts-expect-error) what
 // must not. Run by `tsc -p tsconfig.kit.json` (static/react_test.go).
 import { connect, type InvigilClient, type QueryValue } from '@invigil/invigil.js';
-import { useCall, useLeaderboard, useProctoring, useQuery, useQueryState } from '@invigil/invigil-react.js';
+import {
+  useCall, useChat, useChatSessions, useLeaderboard, usePresence, useProctoring, useQuery, useQueryState,
+} from '@invigil/invigil-react.js';
 
 declare const client: InvigilClient;
 declare function expectType<T>(v: T): void;
@@ -58,5 +60,26 @@ export function Hooks() {
   p.report('devtools');
   // @ts-expect-error not a violation type
   p.report('yawn');
+  return null;
+}
+
+export function ChatHooks() {
+  const chat = useChat('c1');
+  expectType<string | undefined>(chat.messages?.[0].client_msg_id);
+  expectType<true | undefined>(chat.messages?.[0].pending);
+  chat.send('hello').then((m) => expectType<number>(m.seq));
+  chat.send('see attached', { attachments: [{ url: 'https://x/a.png', name: 'a.png', size: 1, mime: 'image/png' }] });
+  // @ts-expect-error attachments are references, not files
+  chat.send('x', { attachments: [new Blob()] });
+  chat.setTyping(true);
+  chat.markRead().then((r) => expectType<number | undefined>(r?.up_to_seq));
+  const here = usePresence('exam:e1');
+  expectType<boolean | undefined>(here?.[0].online);
+  // @ts-expect-error not a presence scope
+  usePresence('room:1');
+  const sessions = useChatSessions({ scope: 'support', status: 'waiting' });
+  expectType<string | null | undefined>(sessions?.[0].assigned_to);
+  // @ts-expect-error not a chat status
+  useChatSessions({ status: 'open' });
   return null;
 }

@@ -6,6 +6,7 @@ import { memo } from 'react';
 import { useQueryState } from '@invigil/invigil-react.js';
 import type { ProctoringSession, Violation } from '@invigil/invigil.js';
 import { countRender } from '../testhooks';
+import { PresenceIndicator } from './PresenceIndicator';
 
 export function ProctorDashboard({ examId }: { examId: string }) {
   const sessions = useQueryState('proctoring.getExamSessions', { exam_id: examId });
@@ -19,6 +20,7 @@ export function ProctorDashboard({ examId }: { examId: string }) {
   return (
     <section id="dashboard" data-backend="invigil">
       <h1>Exam {examId}</h1>
+      <PresenceIndicator scope={`exam:${examId}`} />
       <p>
         <span id="count-active">{active}</span> active of <span id="count-total">{sessions.value.length}</span>
       </p>
