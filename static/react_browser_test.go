@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,14 +30,92 @@ import (
 	"invigil/app/identity"
 )
 
-// supabaseRef is the project ref in the example's VITE_SUPABASE_URL: its
-// client keeps the session under sb-<ref>-auth-token.
-const supabaseRef = "test-ref"
-
-// reactSite is invigil and the example app built against it.
+// reactSite is invigil and the example app built against it, with a
+// stand-in for Supabase Auth (the example's VITE_SUPABASE_URL).
 type reactSite struct {
 	*apptest.Harness
-	app string // the example's origin (its own file server)
+	app  string // the example's origin (its own file server)
+	auth *fakeAuth
+}
+
+// fakeAuth answers what supabase-js asks of Supabase Auth here: a refresh
+// (a new access token from the harness's issuer, for the user the refresh
+// token names, with the role it has now) and a sign-out.
+type fakeAuth struct {
+	h         *apptest.Harness
+	url       string
+	mu        sync.Mutex
+	users     map[string]identity.User // by refresh token
+	refreshes int
+}
+
+func (f *fakeAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	w.Header().Set("Access-Control-Allow-Headers", "*")
+	w.Header().Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	switch {
+	case r.Method == http.MethodOptions:
+		w.WriteHeader(http.StatusNoContent)
+	case r.URL.Path == "/auth/v1/token" && r.URL.Query().Get("grant_type") == "refresh_token":
+		var body struct {
+			RefreshToken string `json:"refresh_token"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		f.mu.Lock()
+		u, ok := f.users[body.RefreshToken]
+		f.refreshes++
+		f.mu.Unlock()
+		if !ok {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"error":"invalid_grant","error_description":"Invalid Refresh Token"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(f.session(u)))
+	case r.URL.Path == "/auth/v1/logout":
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// session is a Supabase session for u, as the Auth API returns it and as
+// supabase-js stores it: its access token is one invigil verifies.
+func (f *fakeAuth) session(u identity.User) string {
+	refresh := fmt.Sprintf("refresh-%s-%d", u.ID, time.Now().UnixNano())
+	f.mu.Lock()
+	f.users[refresh] = u
+	f.mu.Unlock()
+	b, _ := json.Marshal(map[string]any{
+		"access_token": f.h.Token(u), "refresh_token": refresh, "token_type": "bearer",
+		"expires_in": 3600, "expires_at": time.Now().Add(time.Hour).Unix(),
+		"user": map[string]any{
+			"id": u.ID, "aud": "authenticated", "role": "authenticated", "email": u.ID + "@example.com",
+			"app_metadata": map[string]any{"role": string(u.Role)}, "user_metadata": map[string]any{"full_name": u.Name},
+			"created_at": "2026-01-01T00:00:00Z",
+		},
+	})
+	return string(b)
+}
+
+// setRole makes the next refresh of u's sessions carry role (Supabase puts
+// app_metadata changes into the next token).
+func (f *fakeAuth) setRole(id string, role identity.Role) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, u := range f.users {
+		if u.ID == id {
+			u.Role = role
+			f.users[k] = u
+		}
+	}
+}
+
+// storageKey is where supabase-js keeps the session: sb-<first label of
+// the project URL's host>-auth-token.
+func (f *fakeAuth) storageKey() string {
+	host := strings.TrimPrefix(strings.TrimPrefix(f.url, "http://"), "https://")
+	return "sb-" + strings.Split(strings.Split(host, ":")[0], ".")[0] + "-auth-token"
 }
 
 // bootReact starts invigil (real clock, exam "demo" taught by tutor-1),
@@ -55,16 +134,20 @@ func bootReact(t *testing.T, env map[string]string, development bool, opts ...ap
 	})}, opts...)
 	h := apptest.Boot(t, opts...)
 	h.Exam(exam.Registration{ExamID: examID, Title: "React exam", TutorIDs: []string{tutor.ID}, QuizCode: "REACT1", Status: exam.Open})
+	auth := &fakeAuth{h: h, users: map[string]identity.User{}}
+	authSrv := httptest.NewServer(auth)
+	t.Cleanup(authSrv.Close)
+	auth.url = authSrv.URL
 	vars := map[string]string{
 		"VITE_INVIGIL_URL":  "ws" + strings.TrimPrefix(h.URL, "http") + "/ws",
-		"VITE_SUPABASE_URL": "https://" + supabaseRef + ".supabase.co",
+		"VITE_SUPABASE_URL": auth.url,
 	}
 	for k, v := range env {
 		vars[k] = v
 	}
 	d := buildExample(t, vars, development)
 	dist.Store(&d)
-	return &reactSite{Harness: h, app: files.URL}
+	return &reactSite{Harness: h, app: files.URL, auth: auth}
 }
 
 // spy records, in the page, every WebSocket frame (window.__ws.sent and
@@ -100,29 +183,13 @@ func (s *reactSite) openExample(b *browser, name string, u identity.User, route 
 	b.t.Cleanup(cancel)
 	tb.do(chromedp.Navigate(s.app + "/robots.txt")) // the origin, for localStorage
 	if u.ID != "" {
-		tb.eval(fmt.Sprintf(`localStorage.setItem(%s, %s)`, js("sb-"+supabaseRef+"-auth-token"), js(s.session(u))))
+		tb.eval(fmt.Sprintf(`localStorage.setItem(%s, %s)`, js(s.auth.storageKey()), js(s.auth.session(u))))
 	}
 	if _, err := chromedp.Call(tb.ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: spy}); err != nil {
 		b.t.Fatalf("%s: install the frame spy: %v", name, err)
 	}
 	tb.do(chromedp.Navigate(s.app + "/" + route))
 	return tb
-}
-
-// session is what supabase-js stores for a signed-in user: the access
-// token is one invigil verifies (the harness's issuer).
-func (s *reactSite) session(u identity.User) string {
-	exp := time.Now().Add(time.Hour).Unix()
-	b, _ := json.Marshal(map[string]any{
-		"access_token": s.Token(u), "refresh_token": "refresh-" + u.ID, "token_type": "bearer",
-		"expires_in": 3600, "expires_at": exp,
-		"user": map[string]any{
-			"id": u.ID, "aud": "authenticated", "role": "authenticated", "email": u.ID + "@example.com",
-			"app_metadata": map[string]any{"role": string(u.Role)}, "user_metadata": map[string]any{"full_name": u.Name},
-			"created_at": "2026-01-01T00:00:00Z",
-		},
-	})
-	return string(b)
 }
 
 // calls reads invigil_calls_total{fn, code="ok"} from /metrics.
@@ -433,5 +500,56 @@ func TestReactChatShowsOptimisticMessageOnce(t *testing.T) {
 	}
 	if n := stored(body); n != 1 {
 		t.Fatalf("stored %d times at the end, want 1", n)
+	}
+}
+
+// InvigilProvider follows the Supabase session: a refresh (TOKEN_REFRESHED)
+// is sent on the open socket, its subscriptions intact; a refreshed token
+// with another role is judged again (the tutor's grid ends, forbidden); a
+// sign-out drops the token (the socket is replaced by one without).
+func TestReactProviderFollowsSupabaseSession(t *testing.T) {
+	s := bootReact(t, nil, true)
+	b := newBrowser(t, 60*time.Second)
+	ann := identity.User{ID: "stu-ann", Role: identity.Student, Name: "Ann Able"}
+	if code, body := s.Call(ann, "proctoring.startSession", map[string]any{"exam_id": examID}); code != http.StatusOK {
+		t.Fatalf("startSession: %d %s", code, body)
+	}
+	tb := s.openExample(b, "tutor", tutor, "#/tutor/"+examID)
+	answered := `document.querySelector('tr.session[data-student-id="stu-ann"] .answered')?.textContent`
+	tb.wait("Ann on the grid", answered+` === '0'`, 10*time.Second)
+	tb.wait("online", `document.querySelector('#conn')?.dataset.state === 'online'`, 5*time.Second)
+	auths := `window.__ws.sent.filter((f) => f?.type === 'auth')`
+
+	// A refresh: the new token goes out on the same socket.
+	tb.eval(`window.__supabase.auth.refreshSession().then(() => undefined)`)
+	tb.wait("a second auth frame", auths+`.length === 2`, 3*time.Second)
+	if same := get[bool](tb, auths+`[0].token === `+auths+`[1].token`); same {
+		t.Fatal("the refresh sent the old token again")
+	}
+	if n := get[int](tb, `window.__ws.sockets`); n != 1 {
+		t.Fatalf("%d sockets after a refresh, want 1", n)
+	}
+	if code, body := s.Call(ann, "proctoring.heartbeat", map[string]any{"exam_id": examID, "current_question": 2, "answered_count": 1}); code != http.StatusOK {
+		t.Fatalf("heartbeat: %d %s", code, body)
+	}
+	tb.wait("a write after the refresh", answered+` === '1'`, 2*time.Second)
+
+	// Supabase demotes the tutor: the next token says student.
+	s.auth.setRole(tutor.ID, identity.Student)
+	tb.eval(`window.__supabase.auth.refreshSession().then(() => undefined)`)
+	tb.wait("the grid ends, forbidden", `document.querySelector('#error')?.dataset.code === 'forbidden'`, 3*time.Second)
+
+	// Sign-out: no token any more.
+	tb.eval(`window.__supabase.auth.signOut().then(() => undefined)`)
+	tb.wait("a socket without a token", `window.__ws.sockets === 2`, 5*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if n := get[int](tb, auths+`.length`); n != 3 {
+		t.Fatalf("%d auth frames after the sign-out, want the 3 before it", n)
+	}
+	s.auth.mu.Lock()
+	n := s.auth.refreshes
+	s.auth.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d refreshes reached Supabase, want 2 (invigil must not refresh on its own here)", n)
 	}
 }

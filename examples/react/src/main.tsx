@@ -7,6 +7,9 @@ import { InvigilProvider } from '@invigil/invigil-react.js';
 import { supabase } from './supabase';
 import { App } from './App';
 
+// For static/react_browser_test.go: the tests drive Supabase's session (refresh, sign-out).
+(window as unknown as { __supabase: typeof supabase }).__supabase = supabase;
+
 createRoot(document.getElementById('root')!).render(
   <StrictMode>
     <InvigilProvider supabase={supabase} url={import.meta.env.VITE_INVIGIL_URL || undefined}>
