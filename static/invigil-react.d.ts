@@ -63,7 +63,7 @@ export interface InvigilProviderProps {
 /** Holds one invigil client for the tree; it connects when the first hook needs it and closes on unmount. */
 export declare function InvigilProvider(props: InvigilProviderProps): ReactElement;
 
-/** The provider's client (an InvigilClient that connects on first use). */
+/** The provider's client (an InvigilClient that connects on first use; its close() throws: the provider closes it on unmount). */
 export declare function useInvigil(): InvigilClient;
 
 export interface QueryState<T> {
