@@ -184,25 +184,25 @@ func (tx *Tx) StartSession(examID, studentID, name string) (Session, error) {
 }
 
 // Beat records a heartbeat in one statement when the session may take it:
-// it exists, is neither submitted nor expired, and, if active, had its last heartbeat no
-// later than notAfter. It returns the session's id, or "" when it took
-// nothing (read the session to know why: the rare path).
-func (tx *Tx) Beat(examID, studentID string, question, answered int, network string, notAfter time.Time) (string, error) {
+// it exists, is neither submitted nor expired, and, if active, had its last
+// heartbeat no later than notAfter. It returns the session as the heartbeat
+// left it, and false when it took nothing (read the session to know why:
+// the rare path).
+func (tx *Tx) Beat(examID, studentID string, question, answered int, network string, notAfter time.Time) (Session, bool, error) {
 	var net any
 	if network != "" {
 		net = network
 	}
 	now := FormatTime(tx.now)
-	var id string
-	err := tx.stmt(tx.db.stmts.beat).QueryRowContext(tx.ctx, question, answered, net, now, now,
-		examID, studentID, FormatTime(notAfter)).Scan(&id)
+	sess, err := scanSession(tx.stmt(tx.db.stmts.beat).QueryRowContext(tx.ctx, question, answered, net, now, now,
+		examID, studentID, FormatTime(notAfter)))
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		return Session{}, false, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("heartbeat %s/%s: %w", examID, studentID, err)
+		return Session{}, false, fmt.Errorf("heartbeat %s/%s: %w", examID, studentID, err)
 	}
-	return id, nil
+	return sess, true, nil
 }
 
 // Heartbeat records progress and makes the session active.
@@ -251,26 +251,30 @@ func (r *Reader) ViolationsSince(ctx context.Context, examID, studentID string, 
 }
 
 // AddViolation counts a violation on its session and, when keepDetail, stores
-// its row. The count stays exact whether or not the row is kept.
-func (tx *Tx) AddViolation(v Violation, keepDetail bool) (Violation, error) {
+// its row. The count stays exact whether or not the row is kept. It returns
+// the violation and its session as the write left them.
+func (tx *Tx) AddViolation(v Violation, keepDetail bool) (Violation, Session, error) {
 	v.CreatedAt = FormatTime(tx.now)
 	v.ID = NewID("v_", tx.now)
 	path := `$."` + v.Type + `"` // types come from a fixed list of identifiers
-	_, err := tx.stmt(tx.db.stmts.countViolation).ExecContext(tx.ctx,
-		path, path, v.Type, v.CreatedAt, v.ExamID, v.StudentID)
+	sess, err := scanSession(tx.stmt(tx.db.stmts.countViolation).QueryRowContext(tx.ctx,
+		path, path, v.Type, v.CreatedAt, v.ExamID, v.StudentID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Violation{}, Session{}, ErrNotFound
+	}
 	if err != nil {
-		return Violation{}, fmt.Errorf("count violation %s/%s: %w", v.ExamID, v.StudentID, err)
+		return Violation{}, Session{}, fmt.Errorf("count violation %s/%s: %w", v.ExamID, v.StudentID, err)
 	}
 	if !keepDetail {
-		return v, nil
+		return v, sess, nil
 	}
 	_, err = tx.stmt(tx.db.stmts.insertViolation).ExecContext(tx.ctx,
 		v.ID, v.ExamID, v.StudentID, v.StudentName, v.Type, v.Detail, nullString(v.ClientTS),
 		nullString(v.ClientID), v.CreatedAt)
 	if err != nil {
-		return Violation{}, fmt.Errorf("store violation %s/%s: %w", v.ExamID, v.StudentID, err)
+		return Violation{}, Session{}, fmt.Errorf("store violation %s/%s: %w", v.ExamID, v.StudentID, err)
 	}
-	return v, nil
+	return v, sess, nil
 }
 
 // DeleteSession removes a session and its violations.
