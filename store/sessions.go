@@ -57,7 +57,7 @@ const sessionColumns = `id, exam_id, student_id, student_name, status, current_q
 	coalesce(last_beat_at, ''), started_at, coalesce(ended_at, ''), disconnects, coalesce(network, ''),
 	violations_by_type, coalesce(expired_at, ''), coalesce(archived_at, '')`
 
-func scanSession(sc interface{ Scan(...any) error }) (Session, error) {
+func scanSession(sc scanner) (Session, error) {
 	var s Session
 	err := sc.Scan(&s.ID, &s.ExamID, &s.StudentID, &s.StudentName, &s.Status, &s.CurrentQuestion,
 		&s.AnsweredCount, &s.ViolationCount, &s.LastViolationType, &s.LastViolationAt, &s.LastHeartbeat,
@@ -68,7 +68,7 @@ func scanSession(sc interface{ Scan(...any) error }) (Session, error) {
 const violationColumns = `id, exam_id, student_id, student_name, type, detail, coalesce(client_ts, ''),
 	coalesce(client_id, ''), created_at`
 
-func scanViolation(sc interface{ Scan(...any) error }) (Violation, error) {
+func scanViolation(sc scanner) (Violation, error) {
 	var v Violation
 	err := sc.Scan(&v.ID, &v.ExamID, &v.StudentID, &v.StudentName, &v.Type, &v.Detail, &v.ClientTS, &v.ClientID, &v.CreatedAt)
 	return v, err
@@ -131,21 +131,12 @@ func (db *DB) ViolationsByID(ctx context.Context, examID string, ids []string) (
 }
 
 // collect runs a prepared query and scans every row.
-func collect[T any](ctx context.Context, s *sql.Stmt, scan func(interface{ Scan(...any) error }) (T, error), args ...any) ([]T, error) {
+func collect[T any](ctx context.Context, s *sql.Stmt, scan func(scanner) (T, error), args ...any) ([]T, error) {
 	rows, err := s.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: query: %w", err)
 	}
-	defer rows.Close()
-	out := []T{}
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: scan: %w", err)
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return collectRows(rows, scan)
 }
 
 // SessionKey names one session.
@@ -158,16 +149,13 @@ func (db *DB) SilentSessions(ctx context.Context, cutoff time.Time) ([]SessionKe
 	if err != nil {
 		return nil, fmt.Errorf("read silent sessions: %w", err)
 	}
-	defer rows.Close()
-	var out []SessionKey
-	for rows.Next() {
-		var k SessionKey
-		if err := rows.Scan(&k.ExamID, &k.StudentID); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return collectRows(rows, scanSessionKey)
+}
+
+func scanSessionKey(sc scanner) (SessionKey, error) {
+	var k SessionKey
+	err := sc.Scan(&k.ExamID, &k.StudentID)
+	return k, err
 }
 
 // StartSession creates the student's session, or makes an existing one
