@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"invigil/app"
+	"invigil/app/gctune"
 	"invigil/loadgen"
 	"invigil/static"
 	"invigil/store"
@@ -58,6 +59,7 @@ func run(args []string) error {
 		handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})
 	}
 	log := slog.New(handler)
+	gctune.Apply(os.Getenv, gctune.Root(), log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

@@ -150,10 +150,15 @@ func TestChangesOfABatch(t *testing.T) {
 		switch i {
 		case 0:
 			tx.TouchRows("list", "a")
+			tx.TouchRow("vals", "a", "v1")
+			tx.TouchRow("vals", "b", "v1")
 		case 1:
 			tx.TouchRows("list", "b", "a")
+			tx.TouchRow("vals", "a", "v2") // a later value wins
+			tx.TouchRows("vals", "b")      // and so does a later "read it again"
 		case 2:
 			tx.TouchRows("list", "c")
+			tx.TouchRow("vals", "a", "refused")
 			return errors.New("refused")
 		case 3:
 			tx.Touch("whole")
@@ -163,7 +168,8 @@ func TestChangesOfABatch(t *testing.T) {
 	})
 	want := store.Changes{
 		"exam:c0": nil, "exam:c1": nil, "exam:c3": nil,
-		"list":  store.Rows{"a": {}, "b": {}},
+		"list":  store.Rows{"a": nil, "b": nil},
+		"vals":  store.Rows{"a": "v2", "b": nil},
 		"whole": nil,
 	}
 	if len(got) != 1 {

@@ -65,7 +65,7 @@ const chatSessionColumns = `s.id, s.scope, coalesce(s.exam_id, ''), s.student_id
 	coalesce(s.ended_at, ''),
 	(SELECT json_group_object(r.user_id, r.up_to_seq) FROM chat_reads r WHERE r.session_id = s.id)`
 
-func scanChatSession(sc interface{ Scan(...any) error }) (ChatSession, error) {
+func scanChatSession(sc scanner) (ChatSession, error) {
 	var s ChatSession
 	var reads string
 	err := sc.Scan(&s.ID, &s.Scope, &s.ExamID, &s.StudentID, &s.StudentName, &s.AssignedTo, &s.AssignedName,
@@ -88,7 +88,7 @@ const chatMessageColumns = `m.id, m.session_id, m.seq, m.client_msg_id, m.sender
 	(SELECT json_group_array(r.user_id ORDER BY r.user_id) FROM chat_reads r
 	 WHERE r.session_id = m.session_id AND r.up_to_seq >= m.seq AND r.user_id <> m.sender_id)`
 
-func scanChatMessage(sc interface{ Scan(...any) error }) (ChatMessage, error) {
+func scanChatMessage(sc scanner) (ChatMessage, error) {
 	var m ChatMessage
 	var readBy string
 	err := sc.Scan(&m.ID, &m.SessionID, &m.Seq, &m.ClientMsgID, &m.SenderID, &m.SenderName, &m.SenderRole,
@@ -248,7 +248,7 @@ func (r *Reader) ChatMessageByClientID(ctx context.Context, sessionID, senderID,
 // notSender's changes.
 func (r *Reader) ChatMessageIDs(ctx context.Context, sessionID string, from, to int64, notSender string) ([]string, error) {
 	ctx = r.ctx(ctx)
-	return query(ctx, r.q, func(sc interface{ Scan(...any) error }) (string, error) {
+	return query(ctx, r.q, func(sc scanner) (string, error) {
 		var id string
 		return id, sc.Scan(&id)
 	}, `SELECT id FROM chat_messages WHERE session_id = ? AND seq > ? AND seq <= ? AND sender_id <> ?`,
@@ -256,21 +256,12 @@ func (r *Reader) ChatMessageIDs(ctx context.Context, sessionID string, from, to 
 }
 
 // query runs a statement and scans every row.
-func query[T any](ctx context.Context, q queryer, scan func(interface{ Scan(...any) error }) (T, error), text string, args ...any) ([]T, error) {
+func query[T any](ctx context.Context, q queryer, scan func(scanner) (T, error), text string, args ...any) ([]T, error) {
 	rows, err := q.QueryContext(ctx, text, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: query: %w", err)
 	}
-	defer rows.Close()
-	out := []T{}
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: scan: %w", err)
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return collectRows(rows, scan)
 }
 
 // CreateChat stores a new chat, waiting, started now.

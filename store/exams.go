@@ -177,7 +177,7 @@ func (tx *Tx) PurgeClosedExams(before time.Time) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("purge closed exams: %w", err)
 	}
-	return collectRows(rows, func(sc interface{ Scan(...any) error }) (string, error) {
+	return collectRows(rows, func(sc scanner) (string, error) {
 		var id string
 		err := sc.Scan(&id)
 		return id, err

@@ -74,7 +74,7 @@ func (db *DB) JobsMeta(ctx context.Context) ([]JobMeta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read jobs_meta: %w", err)
 	}
-	return collectRows(rows, func(sc interface{ Scan(...any) error }) (JobMeta, error) {
+	return collectRows(rows, func(sc scanner) (JobMeta, error) {
 		var m JobMeta
 		var every, dur int64
 		err := sc.Scan(&m.Name, &every, &m.Runs, &m.Failures, &m.LastStartedAt, &m.LastFinishedAt, &dur, &m.LastRows,

@@ -30,7 +30,7 @@ type LeaderboardEntry struct {
 
 const leaderboardColumns = `id, submission_id, quiz_code, exam_id, nickname, score, max_score, submitted_at, received_at`
 
-func scanLeaderboardEntry(sc interface{ Scan(...any) error }) (LeaderboardEntry, error) {
+func scanLeaderboardEntry(sc scanner) (LeaderboardEntry, error) {
 	var e LeaderboardEntry
 	err := sc.Scan(&e.ID, &e.SubmissionID, &e.QuizCode, &e.ExamID, &e.Nickname, &e.Score, &e.MaxScore,
 		&e.SubmittedAt, &e.ReceivedAt)

@@ -23,16 +23,7 @@ func (tx *Tx) StaleSessions(cutoff time.Time, limit int) ([]SessionKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read stale sessions: %w", err)
 	}
-	defer rows.Close()
-	var out []SessionKey
-	for rows.Next() {
-		var k SessionKey
-		if err := rows.Scan(&k.ExamID, &k.StudentID); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return collectRows(rows, scanSessionKey)
 }
 
 // ExpireSession makes a session final: shown disconnected (a disconnect is

@@ -65,7 +65,7 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 		if err := tx.Heartbeat("e1", "s1", 2, 1, ""); err != nil {
 			return err
 		}
-		_, err := tx.AddViolation(store.Violation{ExamID: "e1", StudentID: "s1", StudentName: "Sam", Type: "paste", ClientID: "c-1"}, true)
+		_, _, err := tx.AddViolation(store.Violation{ExamID: "e1", StudentID: "s1", StudentName: "Sam", Type: "paste", ClientID: "c-1"}, true)
 		return err
 	})
 	if err != nil {

@@ -116,7 +116,11 @@ func (db *DB) PendingOutbox(ctx context.Context, limit int) ([]OutboxItem, error
 	return collectRows(rows, scanOutbox)
 }
 
-func collectRows[T any](rows *sql.Rows, scan func(interface{ Scan(...any) error }) (T, error)) ([]T, error) {
+// scanner is a row to scan: *sql.Row or *sql.Rows.
+type scanner = interface{ Scan(...any) error }
+
+// collectRows scans every row of rows and closes them.
+func collectRows[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
 	defer rows.Close()
 	out := []T{}
 	for rows.Next() {

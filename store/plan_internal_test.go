@@ -25,7 +25,7 @@ func TestByIDPlans(t *testing.T) {
 	where, _ := ChatFilter{Scope: "support", Status: "waiting"}.where()
 	cases := []struct {
 		name, sql, want string
-		args        []any
+		args            []any
 	}{
 		{"sessions", sessionsByIDSQL, "exam_sessions USING INDEX sqlite_autoindex_exam_sessions_1 (id=?)", []any{"e1", `["a"]`}},
 		{"violations", violationsByIDSQL, "violations USING INDEX sqlite_autoindex_violations_1 (id=?)", []any{"e1", `["a"]`}},

@@ -23,13 +23,13 @@ type PresenceKey struct{ Scope, UserID string }
 
 const presenceColumns = `scope, user_id, display_name, role, online, last_seen, coalesce(typing_until, '')`
 
-func scanPresence(sc interface{ Scan(...any) error }) (Presence, error) {
+func scanPresence(sc scanner) (Presence, error) {
 	var p Presence
 	err := sc.Scan(&p.Scope, &p.UserID, &p.DisplayName, &p.Role, &p.Online, &p.LastSeen, &p.TypingUntil)
 	return p, err
 }
 
-func scanPresenceKey(sc interface{ Scan(...any) error }) (PresenceKey, error) {
+func scanPresenceKey(sc scanner) (PresenceKey, error) {
 	var k PresenceKey
 	err := sc.Scan(&k.Scope, &k.UserID)
 	return k, err

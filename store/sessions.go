@@ -57,7 +57,7 @@ const sessionColumns = `id, exam_id, student_id, student_name, status, current_q
 	coalesce(last_beat_at, ''), started_at, coalesce(ended_at, ''), disconnects, coalesce(network, ''),
 	violations_by_type, coalesce(expired_at, ''), coalesce(archived_at, '')`
 
-func scanSession(sc interface{ Scan(...any) error }) (Session, error) {
+func scanSession(sc scanner) (Session, error) {
 	var s Session
 	err := sc.Scan(&s.ID, &s.ExamID, &s.StudentID, &s.StudentName, &s.Status, &s.CurrentQuestion,
 		&s.AnsweredCount, &s.ViolationCount, &s.LastViolationType, &s.LastViolationAt, &s.LastHeartbeat,
@@ -68,7 +68,7 @@ func scanSession(sc interface{ Scan(...any) error }) (Session, error) {
 const violationColumns = `id, exam_id, student_id, student_name, type, detail, coalesce(client_ts, ''),
 	coalesce(client_id, ''), created_at`
 
-func scanViolation(sc interface{ Scan(...any) error }) (Violation, error) {
+func scanViolation(sc scanner) (Violation, error) {
 	var v Violation
 	err := sc.Scan(&v.ID, &v.ExamID, &v.StudentID, &v.StudentName, &v.Type, &v.Detail, &v.ClientTS, &v.ClientID, &v.CreatedAt)
 	return v, err
@@ -131,21 +131,12 @@ func (db *DB) ViolationsByID(ctx context.Context, examID string, ids []string) (
 }
 
 // collect runs a prepared query and scans every row.
-func collect[T any](ctx context.Context, s *sql.Stmt, scan func(interface{ Scan(...any) error }) (T, error), args ...any) ([]T, error) {
+func collect[T any](ctx context.Context, s *sql.Stmt, scan func(scanner) (T, error), args ...any) ([]T, error) {
 	rows, err := s.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: query: %w", err)
 	}
-	defer rows.Close()
-	out := []T{}
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: scan: %w", err)
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return collectRows(rows, scan)
 }
 
 // SessionKey names one session.
@@ -158,16 +149,13 @@ func (db *DB) SilentSessions(ctx context.Context, cutoff time.Time) ([]SessionKe
 	if err != nil {
 		return nil, fmt.Errorf("read silent sessions: %w", err)
 	}
-	defer rows.Close()
-	var out []SessionKey
-	for rows.Next() {
-		var k SessionKey
-		if err := rows.Scan(&k.ExamID, &k.StudentID); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return collectRows(rows, scanSessionKey)
+}
+
+func scanSessionKey(sc scanner) (SessionKey, error) {
+	var k SessionKey
+	err := sc.Scan(&k.ExamID, &k.StudentID)
+	return k, err
 }
 
 // StartSession creates the student's session, or makes an existing one
@@ -184,25 +172,25 @@ func (tx *Tx) StartSession(examID, studentID, name string) (Session, error) {
 }
 
 // Beat records a heartbeat in one statement when the session may take it:
-// it exists, is neither submitted nor expired, and, if active, had its last heartbeat no
-// later than notAfter. It returns the session's id, or "" when it took
-// nothing (read the session to know why: the rare path).
-func (tx *Tx) Beat(examID, studentID string, question, answered int, network string, notAfter time.Time) (string, error) {
+// it exists, is neither submitted nor expired, and, if active, had its last
+// heartbeat no later than notAfter. It returns the session as the heartbeat
+// left it, and false when it took nothing (read the session to know why:
+// the rare path).
+func (tx *Tx) Beat(examID, studentID string, question, answered int, network string, notAfter time.Time) (Session, bool, error) {
 	var net any
 	if network != "" {
 		net = network
 	}
 	now := FormatTime(tx.now)
-	var id string
-	err := tx.stmt(tx.db.stmts.beat).QueryRowContext(tx.ctx, question, answered, net, now, now,
-		examID, studentID, FormatTime(notAfter)).Scan(&id)
+	sess, err := scanSession(tx.stmt(tx.db.stmts.beat).QueryRowContext(tx.ctx, question, answered, net, now, now,
+		examID, studentID, FormatTime(notAfter)))
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		return Session{}, false, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("heartbeat %s/%s: %w", examID, studentID, err)
+		return Session{}, false, fmt.Errorf("heartbeat %s/%s: %w", examID, studentID, err)
 	}
-	return id, nil
+	return sess, true, nil
 }
 
 // Heartbeat records progress and makes the session active.
@@ -251,26 +239,30 @@ func (r *Reader) ViolationsSince(ctx context.Context, examID, studentID string, 
 }
 
 // AddViolation counts a violation on its session and, when keepDetail, stores
-// its row. The count stays exact whether or not the row is kept.
-func (tx *Tx) AddViolation(v Violation, keepDetail bool) (Violation, error) {
+// its row. The count stays exact whether or not the row is kept. It returns
+// the violation and its session as the write left them.
+func (tx *Tx) AddViolation(v Violation, keepDetail bool) (Violation, Session, error) {
 	v.CreatedAt = FormatTime(tx.now)
 	v.ID = NewID("v_", tx.now)
 	path := `$."` + v.Type + `"` // types come from a fixed list of identifiers
-	_, err := tx.stmt(tx.db.stmts.countViolation).ExecContext(tx.ctx,
-		path, path, v.Type, v.CreatedAt, v.ExamID, v.StudentID)
+	sess, err := scanSession(tx.stmt(tx.db.stmts.countViolation).QueryRowContext(tx.ctx,
+		path, path, v.Type, v.CreatedAt, v.ExamID, v.StudentID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Violation{}, Session{}, ErrNotFound
+	}
 	if err != nil {
-		return Violation{}, fmt.Errorf("count violation %s/%s: %w", v.ExamID, v.StudentID, err)
+		return Violation{}, Session{}, fmt.Errorf("count violation %s/%s: %w", v.ExamID, v.StudentID, err)
 	}
 	if !keepDetail {
-		return v, nil
+		return v, sess, nil
 	}
 	_, err = tx.stmt(tx.db.stmts.insertViolation).ExecContext(tx.ctx,
 		v.ID, v.ExamID, v.StudentID, v.StudentName, v.Type, v.Detail, nullString(v.ClientTS),
 		nullString(v.ClientID), v.CreatedAt)
 	if err != nil {
-		return Violation{}, fmt.Errorf("store violation %s/%s: %w", v.ExamID, v.StudentID, err)
+		return Violation{}, Session{}, fmt.Errorf("store violation %s/%s: %w", v.ExamID, v.StudentID, err)
 	}
-	return v, nil
+	return v, sess, nil
 }
 
 // DeleteSession removes a session and its violations.

@@ -84,14 +84,15 @@ func (s *statements) list() []struct {
 			network = coalesce(?, network), last_heartbeat = ?, last_beat_at = ?
 			WHERE exam_id = ? AND student_id = ? AND status <> 'submitted' AND expired_at IS NULL
 				AND NOT (status = 'active' AND last_beat_at IS NOT NULL AND last_beat_at > ?)
-			RETURNING id`},
+			RETURNING ` + sessionColumns},
 		{&s.setStatus, `UPDATE exam_sessions SET status = ?,
 			disconnects = disconnects + (? = 'disconnected'),
 			ended_at = CASE WHEN ? = 'submitted' THEN ? ELSE ended_at END
 			WHERE exam_id = ? AND student_id = ?`},
 		{&s.countViolation, `UPDATE exam_sessions SET violation_count = violation_count + 1,
 			violations_by_type = json_set(violations_by_type, ?, coalesce(json_extract(violations_by_type, ?), 0) + 1),
-			last_violation_type = ?, last_violation_at = ? WHERE exam_id = ? AND student_id = ?`},
+			last_violation_type = ?, last_violation_at = ? WHERE exam_id = ? AND student_id = ?
+			RETURNING ` + sessionColumns},
 		{&s.savepoint, `SAVEPOINT w`},
 		{&s.rollbackTo, `ROLLBACK TO w`},
 		{&s.release, `RELEASE w`},

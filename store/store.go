@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -53,10 +54,17 @@ type Options struct {
 	// Observe, when set, is told each committed batch's size and how long
 	// its commit took (for metrics).
 	Observe func(writes int, commit time.Duration)
+	// CheckpointEvery is how often the WAL is copied into the database
+	// file, off the writer; default 250ms.
+	CheckpointEvery time.Duration
+	// CheckpointFrames is the WAL length (in pages) past which the writer
+	// finishes a checkpoint so that the WAL starts over; default 2000.
+	CheckpointFrames int
 }
 
-// Rows is a set of row ids touched under one key.
-type Rows map[string]struct{}
+// Rows are the rows touched under one key: each id with the row's value as
+// the write left it, or nil when readers must read the row again.
+type Rows map[string]any
 
 // Changes is what a committed batch touched: for each key, the ids of the
 // rows it changed under that key, or nil when the key changed as a whole.
@@ -79,11 +87,16 @@ type DB struct {
 	stmts    *statements // prepared on the writer's connection
 	rstmts   *statements // prepared on the reader pool
 
+	ckpt      *sql.DB // the background checkpointer's connection
+	ckptEvery time.Duration
+	ckptPages int
+	restart   chan struct{} // asks the writer to finish a checkpoint
 	queue     chan *writeReq
 	closeMu   sync.RWMutex // held shared while enqueueing, so Close sees every queued write
 	closed    bool
 	stop      chan struct{}
 	stopped   chan struct{}
+	ckptDone  chan struct{}
 	closeOnce sync.Once
 
 	committed atomic.Uint64
@@ -113,6 +126,12 @@ func Open(opts Options) (*DB, error) {
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 256
+	}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 250 * time.Millisecond
+	}
+	if opts.CheckpointFrames <= 0 {
+		opts.CheckpointFrames = 2000
 	}
 	if dir := filepath.Dir(opts.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -154,14 +173,26 @@ func Open(opts Options) (*DB, error) {
 		r.Close()
 		return fail(err)
 	}
+	ckpt, err := sql.Open("sqlite", dsn(opts.Path, false))
+	if err != nil {
+		stmts.close()
+		rstmts.close()
+		r.Close()
+		return fail(fmt.Errorf("store: open checkpointer: %w", err))
+	}
+	ckpt.SetMaxOpenConns(1)
 	db := &DB{
 		path: opts.Path, write: w, read: r, clock: opts.Clock, log: opts.Logger, maxBatch: opts.MaxBatch,
 		observe: opts.Observe, stmts: stmts, rstmts: rstmts,
-		queue:   make(chan *writeReq, 4*opts.MaxBatch),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		ckpt: ckpt, ckptEvery: opts.CheckpointEvery, ckptPages: opts.CheckpointFrames,
+		restart:  make(chan struct{}, 1),
+		queue:    make(chan *writeReq, 4*opts.MaxBatch),
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+		ckptDone: make(chan struct{}),
 	}
 	go db.writer()
+	go db.checkpointer()
 	return db, nil
 }
 
@@ -181,6 +212,9 @@ func dsn(path string, readOnly bool) string {
 	} else {
 		// BEGIN IMMEDIATE: a deferred transaction that upgrades skips the busy timeout.
 		q.Set("_txlock", "immediate")
+		// No checkpoint inside a commit: its fsyncs stalled every write
+		// queued behind it (see checkpointer).
+		q.Add("_pragma", "wal_autocheckpoint(0)")
 	}
 	return "file:" + path + "?" + q.Encode()
 }
@@ -194,7 +228,8 @@ func (db *DB) Close() error {
 		close(db.stop)
 	})
 	<-db.stopped
-	return errors.Join(db.rstmts.close(), db.read.Close(), db.stmts.close(), db.write.Close())
+	<-db.ckptDone
+	return errors.Join(db.rstmts.close(), db.read.Close(), db.ckpt.Close(), db.stmts.close(), db.write.Close())
 }
 
 // Backlog is how full the writer's queue is, from 0 to 1: past a half,
@@ -248,8 +283,24 @@ func (tx *Tx) TouchRows(key string, ids ...string) {
 		tx.changes[key] = rows
 	}
 	for _, id := range ids {
-		rows[id] = struct{}{}
+		rows[id] = nil
 	}
+}
+
+// TouchRow records one row this write changed under key with its value as
+// the write left it (read back inside the write, e.g. with RETURNING), so
+// that readers of the list need not read it again. A later touch of the same
+// row, in this write or a later one, replaces the value.
+func (tx *Tx) TouchRow(key, id string, value any) {
+	rows, seen := tx.changes[key]
+	if seen && rows == nil {
+		return
+	}
+	if rows == nil {
+		rows = make(Rows, 1)
+		tx.changes[key] = rows
+	}
+	rows[id] = value
 }
 
 // Now is the time of this write, the same for all of its rows.
@@ -285,6 +336,9 @@ func (db *DB) writer() {
 	for {
 		var first *writeReq
 		select {
+		case <-db.restart:
+			db.finishCheckpoint()
+			continue
 		case first = <-db.queue:
 		case <-db.stop:
 			// Drain what was queued before Close.
@@ -308,6 +362,51 @@ func (db *DB) writer() {
 			}
 		}
 		db.commit(batch)
+	}
+}
+
+// checkpointer copies the WAL into the database file on its own
+// connection, so that the copy and its fsyncs never hold up a commit. A
+// checkpoint that runs beside the writer can never catch up with it, and
+// the WAL starts over only once it has; so when the WAL grows long the
+// writer is asked to finish the job between two batches, which costs it
+// only the few pages written since (TestWALStartsOver).
+func (db *DB) checkpointer() {
+	defer close(db.ckptDone)
+	tick := time.NewTicker(db.ckptEvery)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-tick.C:
+		}
+		var busy, pages, copied int
+		err := db.ckpt.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &pages, &copied)
+		if err != nil {
+			if !failing {
+				db.log.Warn("store: checkpoint failed", "err", err)
+			}
+			failing = true
+			continue
+		}
+		failing = false
+		if pages >= db.ckptPages {
+			select {
+			case db.restart <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// finishCheckpoint copies what the checkpointer has not, from the writer's
+// connection between batches; the next write then starts the WAL over.
+func (db *DB) finishCheckpoint() {
+	var busy, pages, copied int
+	if err := db.write.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &pages, &copied); err != nil {
+		db.log.Warn("store: checkpoint failed", "err", err)
 	}
 }
 
@@ -389,9 +488,8 @@ func (ch Changes) merge(w Changes) {
 		case !seen:
 			ch[k] = rows
 		default:
-			for id := range rows {
-				have[id] = struct{}{}
-			}
+			// Later writes win: their value is the row as committed.
+			maps.Copy(have, rows)
 		}
 	}
 }

@@ -126,7 +126,10 @@ type Options struct {
 // Stats are counters for /metrics and benchmarks.
 type Stats struct {
 	FullRuns, PatchRuns, RowsPatched, Pushes uint64
-	Subscriptions, Instances                 int
+	// RowsCarried of the rows patched came with their write (Tx.TouchRow)
+	// and were not read again.
+	RowsCarried              uint64
+	Subscriptions, Instances int
 }
 
 // Engine runs functions and keeps subscriptions current.
@@ -160,8 +163,8 @@ type Engine struct {
 	done      chan struct{}
 	stopped   chan struct{}
 
-	fullRuns, patchRuns, rowsPatched, pushes atomic.Uint64
-	subscriptions                            atomic.Int64
+	fullRuns, patchRuns, rowsPatched, rowsCarried, pushes atomic.Uint64
+	subscriptions                                         atomic.Int64
 
 	runHook func(name, share string) // tests count executions
 }
@@ -241,7 +244,8 @@ func (e *Engine) Stats() Stats {
 	e.mu.Unlock()
 	return Stats{
 		FullRuns: e.fullRuns.Load(), PatchRuns: e.patchRuns.Load(), RowsPatched: e.rowsPatched.Load(),
-		Pushes: e.pushes.Load(), Subscriptions: int(e.subscriptions.Load()), Instances: n,
+		RowsCarried: e.rowsCarried.Load(),
+		Pushes:      e.pushes.Load(), Subscriptions: int(e.subscriptions.Load()), Instances: n,
 	}
 }
 

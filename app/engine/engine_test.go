@@ -89,6 +89,10 @@ func newEngine(t testing.TB, opts ...func(*engine.Options)) *testEngine {
 				s, err := db.SessionsByID(ctx, "x", ids)
 				return sessionRows(s), err
 			},
+			Carried: func(v any) (engine.Row, bool) {
+				s := v.(store.Session)
+				return sessionRows([]store.Session{s})[0], s.ExamID == "x"
+			},
 		}}, nil
 	}})
 	return te
@@ -684,6 +688,70 @@ func TestHeartbeatReReadsOnlyItsRow(t *testing.T) {
 	}
 	if st := e.Stats(); st.PatchRuns != 1 || st.RowsPatched != 1 {
 		t.Fatalf("stats: %+v", st)
+	}
+}
+
+// TestCarriedRowsAreNotReadAgain: a write that carries its row's value
+// (a heartbeat's UPDATE … RETURNING) patches the list with no read at all;
+// a row touched without a value after one with a value is read again, since
+// the later touch wins.
+func TestCarriedRowsAreNotReadAgain(t *testing.T) {
+	e := newEngine(t)
+	for i := range 20 {
+		start(t, e, fmt.Sprintf("s%03d", i), fmt.Sprintf("Student %03d", i))
+	}
+	r := newRecorder()
+	e.subscribe(t, "sessions", `{}`, r)
+	e.settle(t)
+	beat := func(student string, answered int, thenReread bool) {
+		e.write(t, func(tx *store.Tx) error {
+			s, ok, err := tx.Beat("x", student, 1, answered, "", tx.Now())
+			if err != nil || !ok {
+				return fmt.Errorf("beat %s: ok=%v err=%v", student, ok, err)
+			}
+			tx.TouchRow(listKey, s.ID, s)
+			if thenReread {
+				tx.TouchRows(listKey, s.ID)
+			}
+			return nil
+		})
+	}
+	fullBefore, fetchedBefore, before := e.full.Load(), e.fetched.Load(), e.Stats()
+	beat("s007", 5, false)
+	e.settle(t)
+	if n := e.fetched.Load() - fetchedBefore; n != 0 {
+		t.Fatalf("a carried row was read again %d times", n)
+	}
+	if full := e.full.Load() - fullBefore; full != 0 {
+		t.Fatalf("a carried row re-ran the list whole %d times", full)
+	}
+	if st := e.Stats(); st.RowsCarried-before.RowsCarried != 1 || st.PatchRuns-before.PatchRuns != 1 {
+		t.Fatalf("want one patch of one carried row, stats before %+v after %+v", before, st)
+	}
+	if diff := cmp.Diff(e.get(t, "sessions", `{}`), r.list()); diff != "" {
+		t.Fatalf("rebuilt list (-current +held):\n%s", diff)
+	}
+	beat("s008", 6, true)
+	e.settle(t)
+	if n := e.fetched.Load() - fetchedBefore; n != 1 {
+		t.Fatalf("a row touched again without its value was read %d times, want 1", n)
+	}
+	if diff := cmp.Diff(e.get(t, "sessions", `{}`), r.list()); diff != "" {
+		t.Fatalf("rebuilt list (-current +held):\n%s", diff)
+	}
+	// A carried row of another exam does not belong: it leaves the list.
+	e.write(t, func(tx *store.Tx) error {
+		s, err := tx.Reader().Session(context.Background(), "x", "s009")
+		if err != nil {
+			return err
+		}
+		s.ExamID = "elsewhere"
+		tx.TouchRow(listKey, s.ID, s)
+		return nil
+	})
+	e.settle(t)
+	if held := r.list(); strings.Contains(held, `"s009"`) || !strings.Contains(held, `"s010"`) {
+		t.Fatalf("a carried row that does not belong should leave the list, and only it: %s", held)
 	}
 }
 

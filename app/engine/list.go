@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"invigil/store"
 )
 
 // List describes a list query: its rows, their documented order and which
@@ -20,6 +22,11 @@ type List struct {
 	// Fetch reads the rows among ids that belong to the list now; an id it
 	// does not return has left the list.
 	Fetch func(ctx context.Context, ids []string) ([]Row, error)
+	// Carried, when set, makes a row of a value a write carried with its
+	// touch (store.Tx.TouchRow) and reports whether the row belongs to the
+	// list; such rows are not read again. A heartbeat patches the grid from
+	// its own UPDATE … RETURNING, with no read at all.
+	Carried func(v any) (Row, bool)
 	// Rows are in ascending (Order, ID) order, descending with Desc. Limit,
 	// when positive, keeps the first Limit rows of that order, or the last
 	// Limit with Tail.
@@ -30,6 +37,37 @@ type List struct {
 	// and may fill in what depends on a row's place (ranks); rows whose
 	// encoding it changes are pushed too.
 	Arrange func(rows []Row)
+}
+
+// changed reads the touched rows as they are now: the values writes carried
+// where the list can use them, the others with Fetch. It returns every
+// touched id, the rows among them that belong to the list, and how many
+// came carried.
+func (l *List) changed(ctx context.Context, touched store.Rows) (ids []string, rows []Row, carried int, err error) {
+	ids = make([]string, 0, len(touched))
+	var read []string
+	for id, v := range touched {
+		ids = append(ids, id)
+		if v == nil || l.Carried == nil {
+			read = append(read, id)
+			continue
+		}
+		carried++
+		if row, ok := l.Carried(v); ok {
+			if row.ID != id {
+				return nil, nil, 0, fmt.Errorf("list %s: row %q carried under id %q", l.Key, row.ID, id)
+			}
+			rows = append(rows, row)
+		}
+	}
+	if len(read) > 0 {
+		fetched, err := l.Fetch(ctx, read)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		rows = append(rows, fetched...)
+	}
+	return ids, rows, carried, nil
 }
 
 // Row is one row of a list.

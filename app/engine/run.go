@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -31,11 +30,9 @@ func (e *Engine) invalidate(seq uint64, ch store.Changes) {
 				inst.pendingAll, inst.pendingRows = true, nil
 			} else if !inst.pendingAll {
 				if inst.pendingRows == nil {
-					inst.pendingRows = make(map[string]struct{}, len(rows))
+					inst.pendingRows = make(store.Rows, len(rows))
 				}
-				for id := range rows {
-					inst.pendingRows[id] = struct{}{}
-				}
+				maps.Copy(inst.pendingRows, rows) // later commits win
 				if len(inst.pendingRows) > e.maxPatch {
 					inst.pendingAll, inst.pendingRows = true, nil
 				}
@@ -149,7 +146,7 @@ func (e *Engine) execute(inst *instance, first bool) {
 	e.running++
 	delete(e.dirty, inst)
 	whole := inst.pendingAll || !inst.hasRun
-	rows := slices.Collect(maps.Keys(inst.pendingRows))
+	rows := inst.pendingRows
 	since := inst.since
 	inst.pendingAll, inst.pendingRows, inst.since = false, nil, time.Time{}
 	e.mu.Unlock()
@@ -199,7 +196,7 @@ func (e *Engine) execute(inst *instance, first bool) {
 
 // compute reads what changed and returns the push to publish, nil when
 // nothing visible changed.
-func (e *Engine) compute(inst *instance, whole bool, rows []string) (push *Push, err error) {
+func (e *Engine) compute(inst *instance, whole bool, rows store.Rows) (push *Push, err error) {
 	defer e.recoverAs("query "+inst.name, &err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -226,17 +223,18 @@ func (e *Engine) compute(inst *instance, whole bool, rows []string) (push *Push,
 		if len(rows) == 0 {
 			return nil, nil
 		}
-		fetched, err := l.Fetch(ctx, rows)
+		ids, fetched, carried, err := l.changed(ctx, rows)
 		if err != nil {
 			return nil, err
 		}
-		ls, d, ok, err := l.patch(current.list, rows, fetched)
+		ls, d, ok, err := l.patch(current.list, ids, fetched)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
 			e.patchRuns.Add(1)
 			e.rowsPatched.Add(uint64(len(rows)))
+			e.rowsCarried.Add(uint64(carried))
 			if d.Empty() {
 				return nil, nil
 			}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"invigil/app/apperr"
+	"invigil/store"
 )
 
 // Push is one published change of an instance, shared by its subscribers.
@@ -75,8 +76,8 @@ type instance struct {
 	hasRun      bool // published at least once
 	readyAt     time.Time
 	pendingAll  bool
-	pendingRows map[string]struct{}
-	since       time.Time // when the oldest pending change was heard of
+	pendingRows store.Rows // touched rows, with the values writes carried
+	since       time.Time  // when the oldest pending change was heard of
 
 	mu      sync.Mutex
 	subs    map[*Subscription]struct{}

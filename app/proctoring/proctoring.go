@@ -208,12 +208,14 @@ func (s *Service) heartbeat(ctx context.Context, c engine.Caller, raw json.RawMe
 		// The common case in one statement; only a refused one reads the
 		// session to say why. A disconnected student's heartbeat is always
 		// welcome (it brings them back); startSession is no heartbeat.
-		id, err := tx.Beat(a.ExamID, c.User.ID, *a.CurrentQuestion, *a.AnsweredCount, net, now.Add(-s.cfg.HeartbeatMinInterval))
+		beaten, ok, err := tx.Beat(a.ExamID, c.User.ID, *a.CurrentQuestion, *a.AnsweredCount, net, now.Add(-s.cfg.HeartbeatMinInterval))
 		if err != nil {
 			return err
 		}
-		if id != "" {
-			touchSession(tx, store.Session{ID: id, ExamID: a.ExamID, StudentID: c.User.ID})
+		if ok {
+			// The grid patches its card from the row the UPDATE returned.
+			tx.TouchRow(sessionsKey(beaten.ExamID), beaten.ID, beaten)
+			tx.Touch(sessionKey(beaten.ExamID, beaten.StudentID))
 			return nil
 		}
 		sess, err := s.ownSession(ctx, tx, a.ExamID, c.User.ID)
@@ -293,12 +295,15 @@ func (s *Service) logViolation(ctx context.Context, c engine.Caller, raw json.Ra
 			}
 			keep = recent < s.cfg.ViolationsPerMinute
 		}
-		if v, err = tx.AddViolation(v, keep); err != nil {
+		v, sess, err = tx.AddViolation(v, keep)
+		if err != nil {
 			return err
 		}
-		touchSession(tx, sess)
+		// Both lists patch from the values the write returned.
+		tx.TouchRow(sessionsKey(sess.ExamID), sess.ID, sess)
+		tx.Touch(sessionKey(sess.ExamID, sess.StudentID))
 		if keep {
-			tx.TouchRows(violationsKey(a.ExamID), v.ID)
+			tx.TouchRow(violationsKey(v.ExamID), v.ID, v)
 		}
 		return nil
 	})
@@ -385,6 +390,10 @@ func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json
 				ss, err := s.db.SessionsByID(ctx, a.ExamID, ids)
 				return sessionRows(ss), err
 			},
+			Carried: func(v any) (engine.Row, bool) {
+				sess := v.(store.Session) // only this package touches the key with a value
+				return sessionRow(sess), sess.ExamID == a.ExamID
+			},
 		},
 	}, nil
 }
@@ -394,9 +403,13 @@ func (s *Service) getExamSessions(ctx context.Context, c engine.Caller, raw json
 func sessionRows(ss []store.Session) []engine.Row {
 	rows := make([]engine.Row, len(ss))
 	for i, s := range ss {
-		rows[i] = engine.Row{ID: s.ID, Order: s.StudentName + "\x00" + s.StudentID, Value: sessionView(s)}
+		rows[i] = sessionRow(s)
 	}
 	return rows
+}
+
+func sessionRow(s store.Session) engine.Row {
+	return engine.Row{ID: s.ID, Order: s.StudentName + "\x00" + s.StudentID, Value: sessionView(s)}
 }
 
 // SessionArgs are getSession's arguments.
@@ -486,6 +499,10 @@ func (s *Service) getViolations(ctx context.Context, c engine.Caller, raw json.R
 				vs, err := s.db.ViolationsByID(ctx, a.ExamID, ids)
 				return violationRows(vs), err
 			},
+			Carried: func(v any) (engine.Row, bool) {
+				viol := v.(store.Violation)
+				return violationRow(viol), viol.ExamID == a.ExamID
+			},
 		},
 	}, nil
 }
@@ -493,9 +510,13 @@ func (s *Service) getViolations(ctx context.Context, c engine.Caller, raw json.R
 func violationRows(vs []store.Violation) []engine.Row {
 	rows := make([]engine.Row, len(vs))
 	for i, v := range vs {
-		rows[i] = engine.Row{ID: v.ID, Order: v.CreatedAt, Value: violationView(v)}
+		rows[i] = violationRow(v)
 	}
 	return rows
+}
+
+func violationRow(v store.Violation) engine.Row {
+	return engine.Row{ID: v.ID, Order: v.CreatedAt, Value: violationView(v)}
 }
 
 // watcher rechecks that u may still watch the exam (its registration may

@@ -29,7 +29,7 @@ type sendQueue struct {
 	overflow func(bytes int)       // told once when the bound is passed
 	sent     func(since time.Time) // told, per written frame that carries a change, when it committed
 
-	total *atomic.Int64 // every queue's bytes, for the gauge
+	total     *atomic.Int64 // every queue's bytes, for the gauge
 	bytesSent *atomic.Int64 // every byte handed to melody, for the counter
 
 	mu         sync.Mutex

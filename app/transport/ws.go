@@ -58,9 +58,24 @@ func (s *Server) newMelody() *melody.Melody {
 	m.Config.MaxMessageSize = int64(4 * s.opts.MaxFrameBytes)
 	m.Config.MessageBufferSize = sendWindow + 8 // the queue never fills it: see sendQueue
 	m.Upgrader.CheckOrigin = s.checkOrigin
+	// Zero sizes make the WebSocket reuse the HTTP connection's buffers,
+	// which net/http keeps for the socket's life anyway (2 KB a socket).
+	m.Upgrader.ReadBufferSize, m.Upgrader.WriteBufferSize = 0, 0
 	m.HandleConnect(func(ms *melody.Session) { s.conn(ms).start(ms) })
 	m.HandleDisconnect(func(ms *melody.Session) { s.conn(ms).closed() })
-	m.HandleMessage(func(ms *melody.Session, b []byte) { s.conn(ms).handle(b) })
+	m.HandleMessage(func(ms *melody.Session, b []byte) {
+		// A frame is handled on a goroutine of its own while the socket's
+		// reader waits: the deep stack a call needs (JSON, the feature, the
+		// store) is freed when it ends, instead of staying with each of
+		// thousands of idle readers (about 10 KB a socket). Frames of one
+		// socket are still handled one at a time, in order.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.conn(ms).handle(b)
+		}()
+		<-done
+	})
 	m.HandleMessageBinary(func(ms *melody.Session, _ []byte) {
 		s.conn(ms).sendError("", apperr.New(apperr.InvalidArgument, "frames are JSON text"))
 	})
