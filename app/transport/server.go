@@ -111,6 +111,7 @@ type Server struct {
 	conns       map[uint64]*wsConn
 	byUser      map[string]int // authenticated sockets per user
 	httpSrv     *http.Server
+	stopping    bool // Shutdown has begun: a later Serve returns at once
 }
 
 // New builds the server and its routes.
@@ -223,6 +224,12 @@ func (s *Server) Serve(l net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.connsMu.Lock()
+	if s.stopping {
+		// Shutdown came first: serving now would never be stopped.
+		s.connsMu.Unlock()
+		l.Close()
+		return nil
+	}
 	s.httpSrv = srv
 	s.connsMu.Unlock()
 	err := srv.Serve(l)
@@ -238,6 +245,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.connsMu.Lock()
 	srv := s.httpSrv
+	s.stopping = true
 	s.connsMu.Unlock()
 	var errs []error
 	if srv != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -112,5 +113,38 @@ func TestHooksRefusedWithoutSecret(t *testing.T) {
 	}})
 	if status, body := post(t, srv.URL+"/hooks/exams", "", `{}`); status != 401 {
 		t.Fatalf("want 401, got %d %s", status, body)
+	}
+}
+
+// TestShutdownBeforeServe: a shutdown that comes before the server began
+// serving (a SIGTERM during startup) makes the later Serve return at once
+// instead of serving forever.
+func TestShutdownBeforeServe(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	db := storetest.MustOpen(t, clock)
+	e := engine.New(db, engine.Options{})
+	t.Cleanup(e.Close)
+	srv := transport.New(transport.Options{Engine: e, Verifier: fakeVerifier{clock}, Clock: clock})
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve after Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		l.Close()
+		t.Fatal("Serve after Shutdown did not return")
+	}
+	if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("the listener still accepts after Serve returned")
 	}
 }
