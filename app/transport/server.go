@@ -232,7 +232,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.httpSrv = srv
 	s.connsMu.Unlock()
-	err := srv.Serve(l)
+	err := srv.Serve(&fdLimitListener{Listener: l, log: s.log, now: time.Now})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
