@@ -164,6 +164,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		HeartbeatMinInterval: cfg.HeartbeatMin, DisconnectAfter: cfg.DisconnectAfter,
 		ViolationDetailCap: cfg.ViolationDetailCap, ViolationsPerMinute: cfg.ViolationsPerMinute,
 		StaleAfter: cfg.StaleAfter, Logger: d.Logger,
+		// Past half the writer's queue (where new sockets are shed too).
+		Busy: func() bool { return db.Backlog() >= 0.5 },
 	})
 	a.Proctoring.Register(a.Engine)
 	a.Scores = leaderboard.New(db, d.Logger)

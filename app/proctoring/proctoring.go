@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -48,7 +49,14 @@ type Config struct {
 	// StaleAfter is how long a session must have been silent, its exam
 	// over, before ExpireStale makes it final and archives it.
 	StaleAfter time.Duration
-	Logger     *slog.Logger
+	// Busy, when set, reports that the writer is past what it can take;
+	// heartbeats are then refused at once (rate_limited, come back in 1 to
+	// 3 s) so that every other write, and the heartbeats admitted, stay
+	// fast. A refused heartbeat loses nothing (the next carries the same
+	// progress) and marks no one silent: a socket that carries the session
+	// keeps it from being disconnected.
+	Busy   func() bool
+	Logger *slog.Logger
 }
 
 // Service implements the proctoring functions and queries.
@@ -202,6 +210,11 @@ func (s *Service) heartbeat(ctx context.Context, c engine.Caller, raw json.RawMe
 		net = string(b)
 	}
 	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
+	if s.cfg.Busy != nil && s.cfg.Busy() {
+		wait := time.Second + rand.N(2*time.Second) // spread the retries
+		return nil, &apperr.Error{Code: apperr.RateLimited, RetryAfterMs: wait.Milliseconds(),
+			Message: "the server is busy: heartbeat again in a moment"}
+	}
 	var now time.Time
 	err := s.db.Update(ctx, func(tx *store.Tx) error {
 		now = tx.Now()

@@ -140,3 +140,64 @@ func TestReloadNeverLeavesSessionDisconnected(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyWriterRefusesHeartbeatsOnly: past the writer's capacity a
+// heartbeat is refused at once with a time to come back and changes
+// nothing, other writes still go through, and the student whose socket is
+// alive is not disconnected for the heartbeats refused.
+func TestBusyWriterRefusesHeartbeatsOnly(t *testing.T) {
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC))
+	db := storetest.MustOpen(t, clock)
+	e := engine.New(db, engine.Options{})
+	t.Cleanup(e.Close)
+	reg := exam.NewRegistry(db)
+	var busy sync.Mutex
+	isBusy := false
+	svc := proctoring.New(db, reg, proctoring.Config{Busy: func() bool { busy.Lock(); defer busy.Unlock(); return isBusy }})
+	svc.Register(e)
+	if err := reg.Register(context.Background(), exam.Registration{ExamID: "e1", Title: "E1", TutorIDs: []string{}, Status: exam.Open}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := call(t, e, 1, "proctoring.startSession", map[string]string{"exam_id": "e1"}); err != nil {
+		t.Fatal(err)
+	}
+	beat := map[string]any{"exam_id": "e1", "current_question": 4, "answered_count": 3}
+	busy.Lock()
+	isBusy = true
+	busy.Unlock()
+	for range 5 {
+		clock.Advance(10 * time.Second)
+		_, err := call(t, e, 1, "proctoring.heartbeat", beat)
+		ae := apperr.As(err)
+		if ae == nil || ae.Code != apperr.RateLimited || ae.RetryAfterMs < 1000 || ae.RetryAfterMs > 3000 {
+			t.Fatalf("busy: want rate_limited with retry_after_ms in [1000, 3000], got %v", err)
+		}
+	}
+	sess, err := db.Session(context.Background(), "e1", ann.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.AnsweredCount != 0 || sess.LastBeatAt != "" {
+		t.Fatalf("a refused heartbeat changed the session: %+v", sess)
+	}
+	// Other writes are not refused.
+	if _, err := call(t, e, 1, "proctoring.logViolation", map[string]string{"exam_id": "e1", "type": "tab_hidden"}); err != nil {
+		t.Fatalf("busy: a violation was refused: %v", err)
+	}
+	// 50 s without an admitted heartbeat, but the socket is alive.
+	if _, err := svc.SweepSilent(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(t, db); got != "active" {
+		t.Fatalf("a student whose heartbeats were refused was marked %s", got)
+	}
+	busy.Lock()
+	isBusy = false
+	busy.Unlock()
+	if _, err := call(t, e, 1, "proctoring.heartbeat", beat); err != nil {
+		t.Fatalf("no longer busy: %v", err)
+	}
+	if sess, _ := db.Session(context.Background(), "e1", ann.ID); sess.AnsweredCount != 3 {
+		t.Fatalf("the heartbeat after the storm was not recorded: %+v", sess)
+	}
+}
