@@ -64,7 +64,6 @@ func (c *stormClient) connect(rng *rand.Rand) error {
 			continue
 		}
 		conn.SetReadDeadline(time.Time{})
-		c.conn = conn
 		if c.tutor {
 			c.mu.Lock()
 			c.view = &apptest.View{}
@@ -73,6 +72,10 @@ func (c *stormClient) connect(rng *rand.Rand) error {
 		} else {
 			conn.WriteJSON(map[string]any{"type": "call", "id": "start", "fn": "proctoring.startSession", "args": map[string]string{"exam_id": c.exam}})
 		}
+		// Published after its first frame: one writer at a time per socket.
+		c.mu.Lock()
+		c.conn = conn
+		c.mu.Unlock()
 		go c.read(conn)
 		return nil
 	}
@@ -114,9 +117,10 @@ func (c *stormClient) heartbeat() (time.Duration, error) {
 	done := make(chan time.Duration, 1)
 	c.mu.Lock()
 	c.calls[id] = done
+	conn := c.conn
 	c.mu.Unlock()
 	start := time.Now()
-	err := c.conn.WriteJSON(map[string]any{"type": "call", "id": id, "fn": "proctoring.heartbeat",
+	err := conn.WriteJSON(map[string]any{"type": "call", "id": id, "fn": "proctoring.heartbeat",
 		"args": map[string]any{"exam_id": c.exam, "current_question": 1, "answered_count": n}})
 	if err != nil {
 		return 0, err
@@ -188,7 +192,9 @@ func TestReconnectStorm(t *testing.T) {
 	students := clients[exams:]
 	h.App.Server.KillConnections()
 	for _, c := range clients {
+		c.mu.Lock()
 		c.conn = nil
+		c.mu.Unlock()
 	}
 	for _, c := range students[:min(50, len(students))] {
 		beats.Go(func() {

@@ -581,3 +581,13 @@ func TestBrowserPagesShowConnectionLoss(t *testing.T) {
 	proctor.wait("a violation after recovery", `document.querySelector('#stream li[data-type="copy"]')`, 3*time.Second)
 	proctor.wait("the student active again", cardStatus(stu.ID, "active"), 8*time.Second)
 }
+
+// typeInto focuses the element sel selects (a CSS selector) and types keys
+// as key events (kb.Enter and the like included). chromedp's SendKeys reads
+// a node's attributes outside its lock while chromedp's DOM event handler
+// writes them, a race the race detector reports, so it is not used here.
+func typeInto(sel, keys string) chromedp.Action[chromedp.Void] {
+	focus := chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`void document.querySelector(%s).focus()`, js(sel)))
+	return chromedp.Steps(focus, chromedp.KeyEvent(keys))
+}
+

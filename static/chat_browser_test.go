@@ -51,7 +51,7 @@ func TestBrowserSupportChat(t *testing.T) {
 	// 1. The student asks: the first message starts the chat.
 	student.wait("the help launcher", `document.querySelector('#chat-launcher')`, 5*time.Second)
 	student.do(chromedp.Click(chromedp.ID("chat-launcher")), chromedp.WaitVisible(chromedp.CSS(`.chat-first textarea`)))
-	student.do(chromedp.SendKeys(chromedp.CSS(`.chat-first textarea`), "Hello, my exam link is broken"+kb.Enter))
+	student.do(typeInto(`.chat-first textarea`, "Hello, my exam link is broken"+kb.Enter))
 	student.wait("the question shown", msgWith("Hello, my exam link is broken"), 2*time.Second)
 	student.wait("waiting for an agent", `document.querySelector('#chat-panel').dataset.state === 'waiting'`, 3*time.Second)
 	student.wait("sent (✓)", msgWith("Hello, my exam link is broken")+`?.querySelector('.tick')?.dataset.state === 'sent'`, 3*time.Second)
@@ -80,16 +80,16 @@ func TestBrowserSupportChat(t *testing.T) {
 		const now = (typing ? 'typing' : '') + (msg ? 'message' : '');
 		if (now !== last) window.__seen.push(now);
 	}).observe(document.querySelector('#conversation'), {subtree: true, childList: true, characterData: true})`)
-	student.do(chromedp.SendKeys(chromedp.CSS(`#chat-panel .chat-composer textarea`), "Which browser should I use?"))
+	student.do(typeInto(`#chat-panel .chat-composer textarea`, "Which browser should I use?"))
 	console.wait(`"Sam Student is typing…"`, `document.querySelector('#conversation .chat-typing').textContent === 'Sam Student is typing…'`, 3*time.Second)
-	student.do(chromedp.SendKeys(chromedp.CSS(`#chat-panel .chat-composer textarea`), kb.Enter))
+	student.do(typeInto(`#chat-panel .chat-composer textarea`, kb.Enter))
 	console.wait("the message, and no more typing", msgWith("Which browser should I use?")+` && document.querySelector('#conversation .chat-typing').textContent === ''`, 3*time.Second)
 	if seen := get[[]string](console, `window.__seen`); len(seen) < 2 || seen[0] != "typing" || seen[len(seen)-1] != "message" {
 		t.Fatalf("the agent saw %q; want typing, then the message", seen)
 	}
 
 	// 5. The agent answers; the student sees it; the agent sees it read.
-	console.do(chromedp.SendKeys(chromedp.CSS(`#conversation .chat-composer textarea`), "Chrome or Firefox, both work."+kb.Enter))
+	console.do(typeInto(`#conversation .chat-composer textarea`, "Chrome or Firefox, both work."+kb.Enter))
 	student.wait("the answer", msgWith("Chrome or Firefox, both work.")+`?.classList.contains('theirs')`, 3*time.Second)
 	console.wait("the answer read", msgWith("Chrome or Firefox, both work.")+`?.querySelector('.tick')?.dataset.state === 'read'`, 3*time.Second)
 	screenshot(t, console, "support-console")
@@ -98,7 +98,7 @@ func TestBrowserSupportChat(t *testing.T) {
 	// 6. The server goes away; the student writes anyway.
 	restore := s.outage()
 	student.wait("offline", `document.querySelector('#conn').dataset.state !== 'online'`, 3*time.Second)
-	student.do(chromedp.SendKeys(chromedp.CSS(`#chat-panel .chat-composer textarea`), "Sent while offline"+kb.Enter))
+	student.do(typeInto(`#chat-panel .chat-composer textarea`, "Sent while offline"+kb.Enter))
 	student.wait("shown pending", msgWith("Sent while offline")+`?.classList.contains('pending') && `+msgWith("Sent while offline")+`.querySelector('.tick').dataset.state === 'pending'`, 2*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	if n := countBody(t, s, "Sent while offline"); n != 0 {
@@ -154,14 +154,14 @@ func TestBrowserExamRoomChat(t *testing.T) {
 	student := b.newTab("student", s.url, s.Token(stu), "/exam/"+examID)
 	student.wait("session started", `document.querySelector('#status')?.dataset.state === 'active'`, 5*time.Second)
 	student.do(chromedp.Click(chromedp.ID("chat-launcher")), chromedp.WaitVisible(chromedp.CSS(`.chat-first textarea`)))
-	student.do(chromedp.SendKeys(chromedp.CSS(`.chat-first textarea`), "Is a calculator allowed?"+kb.Enter))
+	student.do(typeInto(`.chat-first textarea`, "Is a calculator allowed?"+kb.Enter))
 
 	proctor.wait("an unread question", `document.querySelector('#questions-unread')?.textContent === '1' && !document.querySelector('#questions-unread').hidden`, 3*time.Second)
 	proctor.do(chromedp.Click(chromedp.ID("questions-button")))
 	proctor.wait("the room listed", `document.querySelector('#rooms li .name')?.textContent === 'Rita Room'`, 2*time.Second)
 	proctor.do(chromedp.Click(chromedp.CSS(`#rooms li .chat-item`)))
 	proctor.wait("the question", msgWith("Is a calculator allowed?"), 2*time.Second)
-	proctor.do(chromedp.SendKeys(chromedp.CSS(`#questions .chat-composer textarea`), "Yes, a basic one."+kb.Enter))
+	proctor.do(typeInto(`#questions .chat-composer textarea`, "Yes, a basic one."+kb.Enter))
 	student.wait("the answer", msgWith("Yes, a basic one.")+`?.classList.contains('theirs')`, 3*time.Second)
 	student.wait("the question read", msgWith("Is a calculator allowed?")+`?.querySelector('.tick')?.dataset.state === 'read'`, 3*time.Second)
 	proctor.wait("the badge cleared", `document.querySelector('#questions-unread').hidden`, 3*time.Second)

@@ -450,7 +450,7 @@ func TestReactChatShowsOptimisticMessageOnce(t *testing.T) {
 	// Hold the frame that would carry the message to the server.
 	const body = "Hello from React"
 	student.eval(`window.__ws.hold = (f) => f.type === 'call' && f.fn === 'chat.sendMessage'`)
-	student.do(chromedp.SendKeys(chromedp.CSS(`#draft`), body), chromedp.Click(chromedp.CSS(`#send`)))
+	student.do(typeInto(`#draft`, body), chromedp.Click(chromedp.CSS(`#send`)))
 	student.wait("the optimistic message", shown(body)+`.length === 1 && `+shown(body)+`[0].dataset.pending === 'true'`, 2*time.Second)
 	if n := get[int](student, `window.__ws.held.length`); n != 1 {
 		t.Fatalf("%d frames held, want the one sendMessage", n)
@@ -478,7 +478,7 @@ func TestReactChatShowsOptimisticMessageOnce(t *testing.T) {
 	agent.do(chromedp.Click(chromedp.CSS(`#claim`)))
 	agent.wait("claimed", `document.querySelector('#chat-status')?.textContent === 'active'`, 3*time.Second)
 	agent.wait("the student's message", shown(body)+`.length === 1`, 3*time.Second)
-	agent.do(chromedp.SendKeys(chromedp.CSS(`#draft`), "Hi Sam"))
+	agent.do(typeInto(`#draft`, "Hi Sam"))
 	student.wait("the agent typing", `document.querySelector('#typing')?.textContent.includes('Alex Agent')`, 3*time.Second)
 	agent.do(chromedp.Click(chromedp.CSS(`#send`)))
 	student.wait("the reply", shown("Hi Sam")+`.length === 1`, 3*time.Second)

@@ -50,6 +50,9 @@ func TestBrowserProctorTabCost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures for 25 to 65 s")
 	}
+	if raceEnabled {
+		t.Skip("a figure against a pace; the race detector slows the server below it (go test without -race measures it)")
+	}
 	b := newBrowser(t, 180*time.Second)
 	e := newExam(1000, 2)
 	srv := newScripted(t, e.tables())
@@ -212,6 +215,9 @@ func TestBrowserProctorTabCostRealServer(t *testing.T) {
 	requireChromium(t)
 	if testing.Short() {
 		t.Skip("measures for 15 to 40 s")
+	}
+	if raceEnabled {
+		t.Skip("a figure against a pace; the race detector slows the server below it (go test without -race measures it)")
 	}
 	h := apptest.Boot(t, apptest.WithRealClock(), apptest.WithConfig(func(c *app.Config) {
 		c.PushInterval = 0 // the production default
