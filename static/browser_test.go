@@ -590,4 +590,3 @@ func typeInto(sel, keys string) chromedp.Action[chromedp.Void] {
 	focus := chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`void document.querySelector(%s).focus()`, js(sel)))
 	return chromedp.Steps(focus, chromedp.KeyEvent(keys))
 }
-
