@@ -80,11 +80,22 @@ func Start(o Options, list ...Job) (*Scheduler, error) {
 		// its slot only after the task returned, so a run that comes due
 		// just after AfterRun could be skipped; this one is free before.
 		running := new(atomic.Bool)
+		lastStart := new(atomic.Int64)
 		task := gocron.NewTask(func(j Job) {
+			// gocron can fire a duration job a second time at once: when a
+			// fast run's completion is handled before its rescheduling, it
+			// schedules from the job's start and lands on "now". A run within
+			// half a period of the last start is that echo.
+			now := o.Clock.Now().UnixNano()
+			if last := lastStart.Load(); last != 0 && now-last < int64(j.Every/2) {
+				o.Logger.Debug("job ran moments ago: this run is skipped", "job", j.Name)
+				return
+			}
 			if !running.CompareAndSwap(false, true) {
 				o.Logger.Debug("job still running: this run is skipped", "job", j.Name)
 				return
 			}
+			lastStart.Store(now)
 			defer running.Store(false) // whatever happens below
 			runOnce(o, j, func() { running.Store(false) })
 		}, j)
