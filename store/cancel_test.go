@@ -146,7 +146,9 @@ func TestChangesOfABatch(t *testing.T) {
 	db := storetest.MustOpen(t, clockwork.NewRealClock())
 	var got []store.Changes
 	db.OnCommit(func(_ uint64, ch store.Changes) { got = append(got, ch) })
+	var ran []int // the batch's order, which need not be i's
 	oneBatch(t, db, 4, func(_ context.Context, _ func(), tx *store.Tx, i int) error {
+		ran = append(ran, i) // the writer runs one write at a time
 		switch i {
 		case 0:
 			tx.TouchRows("list", "a")
@@ -169,8 +171,11 @@ func TestChangesOfABatch(t *testing.T) {
 	want := store.Changes{
 		"exam:c0": nil, "exam:c1": nil, "exam:c3": nil,
 		"list":  store.Rows{"a": nil, "b": nil},
-		"vals":  store.Rows{"a": "v2", "b": nil},
+		"vals":  store.Rows{"a": "v2", "b": nil}, // write 1 after write 0
 		"whole": nil,
+	}
+	if slices.Index(ran, 1) < slices.Index(ran, 0) { // write 0 ran last: its values win
+		want["vals"] = store.Rows{"a": "v1", "b": "v1"}
 	}
 	if len(got) != 1 {
 		t.Fatalf("want one commit, got %d", len(got))
