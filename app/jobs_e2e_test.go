@@ -286,9 +286,9 @@ func TestRetentionPurgesOnlyDelivered(t *testing.T) {
 		t.Fatalf("purged before INVIGIL_RETENTION (-want +got):\n%s", diff)
 	}
 	h.Advance(2 * time.Second)
-	if n := h.RunJob("purge"); n < 5 { // two sessions, e2, two delivered items, the hooks' receipts
-		t.Fatalf("purge touched %d rows", n)
-	}
+	// The scheduled purge may run too, and take some of the rows first:
+	// what is left is what counts.
+	h.RunJob("purge")
 	want := state{
 		Sessions:   []string{"e1/" + student2.ID, "e3/" + student2.ID},
 		Violations: []string{"e1/" + student2.ID},
@@ -308,6 +308,11 @@ func TestRetentionPurgesOnlyDelivered(t *testing.T) {
 	mu.Lock()
 	refuse = map[string]bool{}
 	mu.Unlock()
+	// A scheduled attempt may still be on its way with the old answer: once
+	// it is recorded, its retry falls due within the hour.
+	if err := h.App.Archive.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
 	h.Advance(time.Hour)
 	// The scheduled delivery may take it first: either way it is delivered
 	// when DeliverDue returns.
