@@ -83,7 +83,9 @@ func TestArchiveSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	if pending != crashSessions+crashChats || tries < 1 {
+	// Every item was tried (Supabase saw each), but the kill may land
+	// between an answer and its record: attempts are not judged here.
+	if pending != crashSessions+crashChats {
 		t.Fatalf("after SIGKILL the outbox holds %d undelivered items (want %d), least attempts %d", pending, crashSessions+crashChats, tries)
 	}
 	refused := len(sb.Requests())
