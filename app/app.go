@@ -84,6 +84,16 @@ var Pages = map[string]string{
 	"/support":          "support.html",
 }
 
+// Heartbeats are shed once writes wait longer than heartbeatQueueDelay with
+// at least heartbeatQueueFloor of the writer's queue in use (a standing
+// queue, not a moment's stall), or once the queue is half full (where new
+// sockets are shed too): what is admitted at twice the writer's ceiling
+// then keeps its ack p99 well under 200 ms (README, Performance).
+const (
+	heartbeatQueueDelay = 20 * time.Millisecond
+	heartbeatQueueFloor = 1.0 / 16
+)
+
 // New opens the store and builds everything; Close undoes it. With
 // cfg.Demo it also builds the demo: a dev token issuer, its sign-in page
 // and the seeded exam (Run starts the simulated students).
@@ -164,8 +174,10 @@ func New(ctx context.Context, cfg Config, d Deps) (*App, error) {
 		HeartbeatMinInterval: cfg.HeartbeatMin, DisconnectAfter: cfg.DisconnectAfter,
 		ViolationDetailCap: cfg.ViolationDetailCap, ViolationsPerMinute: cfg.ViolationsPerMinute,
 		StaleAfter: cfg.StaleAfter, Logger: d.Logger,
-		// Past half the writer's queue (where new sockets are shed too).
-		Busy: func() bool { return db.Backlog() >= 0.5 },
+		Busy: func() bool {
+			backlog := db.Backlog()
+			return backlog >= 0.5 || backlog >= heartbeatQueueFloor && db.QueueDelay() > heartbeatQueueDelay
+		},
 	})
 	a.Proctoring.Register(a.Engine)
 	a.Scores = leaderboard.New(db, d.Logger)

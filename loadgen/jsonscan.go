@@ -192,6 +192,7 @@ func num(v []byte) int64 {
 // point into the read buffer and are only valid until the next read.
 type frame struct {
 	Type, ID, Code string
+	RetryAfterMs   int64  // error; 0 when absent
 	Value          []byte // data, result
 	Upsert, Remove []byte // delta
 	Order          []byte // delta, optional
@@ -207,6 +208,8 @@ func parseFrame(b []byte) (frame, error) {
 			f.ID = str(v)
 		case "code":
 			f.Code = str(v)
+		case "retry_after_ms":
+			f.RetryAfterMs = max(num(v), 0)
 		case "value":
 			f.Value = v
 		case "upsert":

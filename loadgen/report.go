@@ -343,11 +343,12 @@ func (r *Report) Print(w io.Writer) {
 		limited, first := n.Errors["rate_limited"], r.Anomalies[anomalyFirstLimited]
 		if first > 0 {
 			fmt.Fprintf(w, "  note: %d of the %d rate_limited heartbeats were students' first, sent soon after startSession:\n"+
-				"        the server counts startSession as a heartbeat, which CONTRACT §4 says it must not\n"+
-				"        (--settle with its INVIGIL_HEARTBEAT_MIN_INTERVAL measures past it)\n", first, limited)
+				"        either the server was shedding heartbeats (busy), or it counts startSession as a heartbeat,\n"+
+				"        which CONTRACT §4 says it must not (--settle with its INVIGIL_HEARTBEAT_MIN_INTERVAL measures past it)\n", first, limited)
 		}
 		if limited > first {
-			fmt.Fprintf(w, "  note: %d later heartbeats were rate_limited: is the server's INVIGIL_HEARTBEAT_MIN_INTERVAL above 90%% of --interval?\n", limited-first)
+			fmt.Fprintf(w, "  note: %d later heartbeats were rate_limited (and the students waited the retry_after_ms asked):\n"+
+				"        the server shed them while busy, or its INVIGIL_HEARTBEAT_MIN_INTERVAL is above 90%% of --interval\n", limited-first)
 		}
 	}
 }

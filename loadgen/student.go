@@ -39,6 +39,10 @@ type student struct {
 
 	answered int    // the next answered_count; the heartbeat goroutine's only
 	args     []byte // the heartbeat goroutine's scratch
+
+	// holdUntil (unix ns) is when a server that shed a heartbeat asked to
+	// hear again: like static/exam.js, no heartbeat goes before it.
+	holdUntil atomic.Int64
 }
 
 // ringSize heartbeats of a student are remembered for tutors to time; one
@@ -230,6 +234,8 @@ func (s *student) read() {
 				s.r.st.anomaly("student_socket_error:" + f.Code)
 			} else if !s.resolve(f.ID, f.Code, nil, now) {
 				s.r.st.anomaly("late_answer")
+			} else if f.Code == "rate_limited" && f.RetryAfterMs > 0 {
+				s.holdUntil.Store(now.Add(time.Duration(f.RetryAfterMs) * time.Millisecond).UnixNano())
 			}
 		}
 	}
@@ -273,6 +279,11 @@ func (s *student) run(ctx context.Context, start time.Time) {
 		}
 		now := time.Now()
 		s.expire(now.Add(-callTimeout))
+		if hold := time.Unix(0, s.holdUntil.Load()); now.Before(hold) {
+			next = hold
+			timer.Reset(time.Until(next))
+			continue
+		}
 		if s.r.cfg.Violations > 0 && s.rng.Float64() < s.r.cfg.Violations {
 			s.call(s.violationArgs(now), callOpts{fn: fnViolation})
 		}

@@ -92,6 +92,7 @@ type DB struct {
 	ckptPages int
 	restart   chan struct{} // asks the writer to finish a checkpoint
 	queue     chan *writeReq
+	waited    atomic.Int64 // ns the last batch's oldest write waited for the writer
 	closeMu   sync.RWMutex // held shared while enqueueing, so Close sees every queued write
 	closed    bool
 	stop      chan struct{}
@@ -106,10 +107,11 @@ type DB struct {
 }
 
 type writeReq struct {
-	ctx  context.Context
-	fn   func(*Tx) error
-	err  error
-	done chan struct{}
+	queued time.Time // monotonic: how long it waits is a measure, not a record
+	ctx    context.Context
+	fn     func(*Tx) error
+	err    error
+	done   chan struct{}
 }
 
 // Open opens (creating if needed) the database at opts.Path, brings its
@@ -236,6 +238,18 @@ func (db *DB) Close() error {
 // writes arrive faster than they commit.
 func (db *DB) Backlog() float64 { return float64(len(db.queue)) / float64(cap(db.queue)) }
 
+// QueueDelay is how long writes wait for the writer: what the oldest write
+// of the last batch waited, or 0 when no write is waiting. It rises as soon
+// as writes come faster than they commit, long before the queue is full;
+// a moment's stall (a collection, a checkpoint) raises it too, so a caller
+// that sheds work on it should also look at the Backlog.
+func (db *DB) QueueDelay() time.Duration {
+	if len(db.queue) == 0 {
+		return 0
+	}
+	return time.Duration(db.waited.Load())
+}
+
 // Path is the database file.
 func (db *DB) Path() string { return db.path }
 
@@ -312,7 +326,7 @@ func (tx *Tx) Now() time.Time { return tx.now }
 // when its turn comes; once it runs, its statements are not interruptible
 // by ctx, since an interrupt would roll back the whole batch.
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
-	req := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
+	req := &writeReq{queued: time.Now(), ctx: ctx, fn: fn, done: make(chan struct{})}
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
@@ -361,6 +375,7 @@ func (db *DB) writer() {
 				break fill
 			}
 		}
+		db.waited.Store(int64(time.Since(first.queued)))
 		db.commit(batch)
 	}
 }

@@ -205,3 +205,67 @@ func TestWALStartsOver(t *testing.T) {
 		t.Fatalf("the last heartbeat is not read back: %+v, %v", got, err)
 	}
 }
+
+// QueueDelay is what the oldest write of the last batch waited for the
+// writer while others still wait, and 0 once none does: the measure the
+// app sheds heartbeats on.
+func TestQueueDelay(t *testing.T) {
+	db := storetest.MustOpen(t, clockwork.NewRealClock())
+	ctx := context.Background()
+	// hold queues a write that blocks the writer until released.
+	hold := func() (release func(), done <-chan error) {
+		running, free, out := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		go func() {
+			out <- db.Update(ctx, func(*store.Tx) error {
+				close(running)
+				<-free
+				return nil
+			})
+		}()
+		<-running
+		return func() { close(free) }, out
+	}
+	queue := func() <-chan error {
+		out := make(chan error, 1)
+		go func() { out <- db.Update(ctx, func(*store.Tx) error { return nil }) }()
+		return out
+	}
+	waitQueued := func(n int) {
+		t.Helper()
+		// storetest opens with the default MaxBatch of 256: a queue of 1,024.
+		for deadline := time.Now().Add(5 * time.Second); db.Backlog()*float64(4*256) < float64(n); {
+			if time.Now().After(deadline) {
+				t.Fatalf("backlog %.4f, want %d queued", db.Backlog(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	if d := db.QueueDelay(); d != 0 {
+		t.Fatalf("an idle writer: QueueDelay %v", d)
+	}
+	releaseA, doneA := hold()
+	// B queues behind A and waits 50 ms; C will queue behind B.
+	bRunning, freeB, doneB := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		doneB <- db.Update(ctx, func(*store.Tx) error { close(bRunning); <-freeB; return nil })
+	}()
+	waitQueued(1)
+	time.Sleep(50 * time.Millisecond)
+	releaseA()
+	<-bRunning // B's batch began: it waited ≥ 50 ms
+	doneC := queue()
+	waitQueued(1)
+	if d := db.QueueDelay(); d < 50*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("with C waiting behind B, which waited 50 ms: QueueDelay %v", d)
+	}
+	close(freeB)
+	for _, done := range []<-chan error{doneA, doneB, doneC} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := db.QueueDelay(); d != 0 {
+		t.Fatalf("nothing waiting: QueueDelay %v", d)
+	}
+}
