@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/jonboulle/clockwork"
@@ -36,6 +37,11 @@ type fakeServer struct {
 	scores   map[string][]map[string]any          // quiz → rows
 	subs     []*fakeSub
 	n        int
+
+	// shed, when set, refuses every heartbeat as a busy server does:
+	// rate_limited, come back after shed; beats records when each came.
+	shed  time.Duration
+	beats map[string][]time.Time // student → arrivals
 }
 
 type fakeSub struct {
@@ -192,6 +198,11 @@ func (f *fakeServer) call(c *fakeConn, id, fn string, args map[string]any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	result := func(v any) { c.send(map[string]any{"type": "result", "id": id, "value": v}) }
+	if fn == fnHeartbeat && f.shed > 0 {
+		f.beats[c.user] = append(f.beats[c.user], time.Now())
+		c.send(map[string]any{"type": "error", "id": id, "code": "rate_limited", "message": "busy", "retry_after_ms": f.shed.Milliseconds()})
+		return
+	}
 	switch fn {
 	case fnStart, fnHeartbeat:
 		exam := args["exam_id"].(string)
@@ -288,5 +299,43 @@ func TestLoadAgainstAServerWithDeltasChatAndScores(t *testing.T) {
 	}
 	if tb := r.TutorBytes; tb.Tutors != 4 || tb.Zero != 0 {
 		t.Errorf("bytes per tutor: %+v", tb)
+	}
+}
+
+// A student told rate_limited with retry_after_ms waits that long before
+// its next heartbeat, as static/exam.js does: a shedding server sees the
+// load it asked for, not the generator's schedule.
+func TestStudentsWaitTheRetryAfterAsked(t *testing.T) {
+	f := newFakeServer(t)
+	const shed = 700 * time.Millisecond
+	f.mu.Lock()
+	f.shed, f.beats = shed, map[string][]time.Time{}
+	f.mu.Unlock()
+	var stdout, stderr strings.Builder
+	code := Main(t.Context(), []string{"--url", f.srv.URL, "--jwt-secret", "x", "--webhook-secret", apptest.HookSecret,
+		"--students", "4", "--exams", "1", "--tutors-per-exam", "1", "--interval", "100ms", "--duration", "2s",
+		"--progress", "0", "--server-pid", "-1", "--json"}, &stdout, &stderr)
+	var r Report
+	if err := json.Unmarshal([]byte(stdout.String()), &r); err != nil {
+		t.Fatalf("exit %d, %v\n%s", code, err, stderr.String())
+	}
+	if hb := r.Fns[fnHeartbeat]; hb == nil || hb.Errors["rate_limited"] == 0 {
+		t.Fatalf("heartbeats: %+v", hb)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.beats) != 4 {
+		t.Fatalf("heartbeats from %d of 4 students", len(f.beats))
+	}
+	for user, at := range f.beats {
+		// Every 100 ms unrefused would be ~20 in 2 s.
+		if len(at) > 5 {
+			t.Errorf("%s sent %d heartbeats while told to wait %v each time", user, len(at), shed)
+		}
+		for i := 1; i < len(at); i++ {
+			if gap := at[i].Sub(at[i-1]); gap < shed-50*time.Millisecond {
+				t.Errorf("%s heartbeat %d came %v after the one refused with retry_after_ms %d", user, i, gap, shed.Milliseconds())
+			}
+		}
 	}
 }

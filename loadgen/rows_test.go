@@ -179,13 +179,14 @@ func TestParseFrameAgreesWithEncodingJSON(t *testing.T) {
 		}
 		var want struct {
 			Type, ID, Code       string
+			RetryAfterMs         int64 `json:"retry_after_ms"`
 			Value, Upsert, Order json.RawMessage
 			Remove               []string
 		}
 		if err := json.Unmarshal([]byte(s), &want); err != nil {
 			t.Fatal(err)
 		}
-		if f.Type != want.Type || f.ID != want.ID || f.Code != want.Code {
+		if f.Type != want.Type || f.ID != want.ID || f.Code != want.Code || f.RetryAfterMs != want.RetryAfterMs {
 			t.Errorf("%s: got type %q id %q code %q, want %q %q %q", s, f.Type, f.ID, f.Code, want.Type, want.ID, want.Code)
 		}
 		if string(f.Value) != strings.TrimSpace(string(want.Value)) || string(f.Upsert) != strings.TrimSpace(string(want.Upsert)) {
