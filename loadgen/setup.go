@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -362,4 +363,28 @@ func (r *runner) openRooms(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+}
+
+// readFrames hands each frame of conn to handle, with its size and the
+// moment it was read, until the socket closes; a frame that cannot be read
+// is counted as an anomaly and skipped.
+func readFrames(conn *websocket.Conn, st *stats, handle func(f frame, size int, now time.Time)) {
+	var buf bytes.Buffer
+	for {
+		_, rd, err := conn.NextReader()
+		if err != nil {
+			return
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(rd); err != nil {
+			return
+		}
+		now := time.Now()
+		f, err := parseFrame(buf.Bytes())
+		if err != nil {
+			st.anomaly("unreadable_frame")
+			continue
+		}
+		handle(f, buf.Len(), now)
+	}
 }

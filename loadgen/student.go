@@ -208,22 +208,7 @@ func (s *student) sentAt(n int) int64 {
 // read matches answers to calls until the socket closes.
 func (s *student) read() {
 	defer s.closed()
-	var buf bytes.Buffer
-	for {
-		_, rd, err := s.conn.NextReader()
-		if err != nil {
-			return
-		}
-		buf.Reset()
-		if _, err := buf.ReadFrom(rd); err != nil {
-			return
-		}
-		now := time.Now()
-		f, err := parseFrame(buf.Bytes())
-		if err != nil {
-			s.r.st.anomaly("unreadable_frame")
-			continue
-		}
+	readFrames(s.conn, s.r.st, func(f frame, _ int, now time.Time) {
 		switch f.Type {
 		case "result":
 			if !s.resolve(f.ID, "", f.Value, now) {
@@ -238,7 +223,7 @@ func (s *student) read() {
 				s.holdUntil.Store(now.Add(time.Duration(f.RetryAfterMs) * time.Millisecond).UnixNano())
 			}
 		}
-	}
+	})
 }
 
 // closed fails what is still waiting and counts a close the run did not ask for.

@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -100,29 +99,14 @@ func (w *watcher) sub(id string) *sub {
 
 func (w *watcher) read() {
 	defer w.closed()
-	var buf bytes.Buffer
-	for {
-		_, rd, err := w.conn.NextReader()
-		if err != nil {
-			return
-		}
-		buf.Reset()
-		if _, err := buf.ReadFrom(rd); err != nil {
-			return
-		}
-		now := time.Now()
-		w.bytes.Add(int64(buf.Len()))
-		f, err := parseFrame(buf.Bytes())
-		if err != nil {
-			w.r.st.anomaly("unreadable_frame")
-			continue
-		}
+	readFrames(w.conn, w.r.st, func(f frame, size int, now time.Time) {
+		w.bytes.Add(int64(size))
 		switch f.Type {
 		case "data", "delta":
 			s := w.sub(f.ID)
 			if s == nil {
 				w.r.st.anomaly("frame_for_unknown_subscription")
-				continue
+				return
 			}
 			changes, err := s.rows.Apply(f)
 			if err != nil {
@@ -131,7 +115,7 @@ func (w *watcher) read() {
 			if !s.first {
 				s.first = true
 				w.settle(s, "", now)
-				continue // the state before the run: nothing to time
+				return // the state before the run: nothing to time
 			}
 			if len(changes) > 0 && s.onChange != nil {
 				s.onChange(w, changes, now)
@@ -139,11 +123,11 @@ func (w *watcher) read() {
 		case "error":
 			if f.ID == "" {
 				w.r.st.anomaly(w.kind() + "_socket_error:" + f.Code)
-				continue
+				return
 			}
 			s := w.sub(f.ID)
 			if s == nil {
-				continue
+				return
 			}
 			w.mu.Lock()
 			delete(w.subs, f.ID)
@@ -153,7 +137,7 @@ func (w *watcher) read() {
 			}
 			w.settle(s, f.Code, now)
 		}
-	}
+	})
 }
 
 func (w *watcher) kind() string {

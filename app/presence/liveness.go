@@ -15,52 +15,23 @@ func (s *Service) attach(conn uint64, k store.PresenceKey, move bool) (left stri
 	if conn == 0 {
 		return ""
 	}
+	// Under s.mu, so that two scope moves of one socket leave one scope each.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cp := s.conns[conn]
-	if cp == nil {
-		cp = &connPresence{user: k.UserID, scopes: map[string]bool{}}
-		s.conns[conn] = cp
+	if old, ok := s.current[conn]; move && ok && old.Scope != k.Scope && s.live.Detach(conn, old) {
+		left = old.Scope
 	}
-	if move && cp.current != "" && cp.current != k.Scope && cp.scopes[cp.current] {
-		old := store.PresenceKey{Scope: cp.current, UserID: cp.user}
-		delete(cp.scopes, cp.current)
-		if s.carriers[old]--; s.carriers[old] <= 0 {
-			delete(s.carriers, old)
-			left = old.Scope
-		}
-	}
-	if !cp.scopes[k.Scope] {
-		cp.scopes[k.Scope] = true
-		s.carriers[k]++
-	}
-	cp.current = k.Scope
+	s.live.Attach(conn, k)
+	s.current[conn] = k
 	return left
-}
-
-// carried reports whether a live socket carries k.
-func (s *Service) carried(k store.PresenceKey) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.carriers[k] > 0
 }
 
 // connClosed shows the socket's user offline, at once, in every scope no
 // other socket of theirs carries.
 func (s *Service) connClosed(conn uint64) {
 	s.mu.Lock()
-	cp := s.conns[conn]
-	delete(s.conns, conn)
-	var orphans []store.PresenceKey
-	if cp != nil {
-		for scope := range cp.scopes {
-			k := store.PresenceKey{Scope: scope, UserID: cp.user}
-			if s.carriers[k]--; s.carriers[k] <= 0 {
-				delete(s.carriers, k)
-				orphans = append(orphans, k)
-			}
-		}
-	}
+	delete(s.current, conn)
+	orphans := s.live.Close(conn)
 	s.mu.Unlock()
 	if len(orphans) == 0 {
 		return
@@ -76,7 +47,7 @@ func (s *Service) connClosed(conn uint64) {
 		return nil
 	})
 	if err != nil {
-		s.log.Error("presence offline on socket close", "user_id", cp.user, "err", err)
+		s.log.Error("presence offline on socket close", "user_id", orphans[0].UserID, "err", err)
 	}
 }
 
@@ -110,14 +81,14 @@ func (s *Service) ExpireStale(ctx context.Context) (int, error) {
 		after = stale[len(stale)-1]
 		var gone []store.PresenceKey
 		for _, p := range stale {
-			if k := (store.PresenceKey{Scope: p.Scope, UserID: p.UserID}); !s.carried(k) {
+			if k := (store.PresenceKey{Scope: p.Scope, UserID: p.UserID}); !s.live.Carried(k) {
 				gone = append(gone, k)
 			}
 		}
 		if len(gone) > 0 {
 			err = s.db.Update(ctx, func(tx *store.Tx) error {
 				for _, k := range gone {
-					if s.carried(k) {
+					if s.live.Carried(k) {
 						continue // a socket took it up meanwhile
 					}
 					deleted, err := tx.DeletePresence(k, cutoff)

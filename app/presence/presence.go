@@ -37,6 +37,7 @@ import (
 
 	"invigil/app/apperr"
 	"invigil/app/args"
+	"invigil/app/carriers"
 	"invigil/app/engine"
 	"invigil/app/exam"
 	"invigil/app/identity"
@@ -67,17 +68,10 @@ type Service struct {
 	cfg   Config
 	log   *slog.Logger
 
-	mu       sync.Mutex
-	conns    map[uint64]*connPresence  // what each socket carries
-	carriers map[store.PresenceKey]int // live sockets per (scope, user)
-}
+	live *carriers.Set[store.PresenceKey] // the sockets carrying each (scope, user)
 
-// connPresence is one socket's presence: the scopes it carries and the
-// one it entered last (which setScope leaves).
-type connPresence struct {
-	user    string
-	scopes  map[string]bool
-	current string
+	mu      sync.Mutex
+	current map[uint64]store.PresenceKey // the scope each socket entered last (which setScope leaves)
 }
 
 // New returns the service.
@@ -93,7 +87,7 @@ func New(db *store.DB, exams *exam.Registry, cfg Config) *Service {
 	}
 	return &Service{
 		db: db, exams: exams, cfg: cfg, log: cfg.Logger,
-		conns: map[uint64]*connPresence{}, carriers: map[store.PresenceKey]int{},
+		live: carriers.New[store.PresenceKey](), current: map[uint64]store.PresenceKey{},
 	}
 }
 
@@ -232,7 +226,7 @@ func ClearTyping(tx *store.Tx, scope, userID string) error {
 
 // offline shows k offline in tx unless a socket carries it again.
 func (s *Service) offline(tx *store.Tx, k store.PresenceKey) error {
-	if s.carried(k) {
+	if s.live.Carried(k) {
 		return nil
 	}
 	changed, err := tx.SetOffline(k)

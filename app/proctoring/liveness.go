@@ -8,45 +8,9 @@ import (
 	"invigil/store"
 )
 
-// attach records that a socket carries a session, so that its close (or its
-// silence, which closes it) shows the student disconnected. HTTP callers
-// (conn 0) are judged by their heartbeats alone.
-func (s *Service) attach(conn uint64, k store.SessionKey) {
-	if conn == 0 {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	set := s.byConn[conn]
-	if set == nil {
-		set = map[store.SessionKey]struct{}{}
-		s.byConn[conn] = set
-	}
-	if _, ok := set[k]; !ok {
-		set[k] = struct{}{}
-		s.carriers[k]++
-	}
-}
-
-// carried reports whether a live socket carries the session.
-func (s *Service) carried(k store.SessionKey) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.carriers[k] > 0
-}
-
 // connClosed disconnects every active session whose last socket this was.
 func (s *Service) connClosed(conn uint64) {
-	s.mu.Lock()
-	var orphans []store.SessionKey
-	for k := range s.byConn[conn] {
-		if s.carriers[k]--; s.carriers[k] <= 0 {
-			delete(s.carriers, k)
-			orphans = append(orphans, k)
-		}
-	}
-	delete(s.byConn, conn)
-	s.mu.Unlock()
+	orphans := s.live.Close(conn)
 	if len(orphans) == 0 {
 		return
 	}
@@ -67,7 +31,7 @@ func (s *Service) SweepSilent(ctx context.Context) (int, error) {
 	}
 	orphans := silent[:0]
 	for _, k := range silent {
-		if !s.carried(k) {
+		if !s.live.Carried(k) {
 			orphans = append(orphans, k)
 		}
 	}
@@ -92,7 +56,7 @@ func (s *Service) disconnect(ctx context.Context, keys []store.SessionKey, cutof
 			if !cutoff.IsZero() && sess.LastHeartbeat >= store.FormatTime(cutoff) {
 				continue
 			}
-			if s.carried(k) {
+			if s.live.Carried(k) {
 				continue
 			}
 			if err := tx.SetSessionStatus(k.ExamID, k.StudentID, store.StatusDisconnected); err != nil {

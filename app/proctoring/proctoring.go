@@ -16,11 +16,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"invigil/app/apperr"
 	"invigil/app/args"
+	"invigil/app/carriers"
 	"invigil/app/engine"
 	"invigil/app/exam"
 	"invigil/app/identity"
@@ -66,9 +66,7 @@ type Service struct {
 	cfg   Config
 	log   *slog.Logger
 
-	mu       sync.Mutex
-	byConn   map[uint64]map[store.SessionKey]struct{} // sessions each socket carries
-	carriers map[store.SessionKey]int                 // live sockets per session
+	live *carriers.Set[store.SessionKey] // the sockets carrying each session
 }
 
 // New returns the service.
@@ -93,8 +91,7 @@ func New(db *store.DB, exams *exam.Registry, cfg Config) *Service {
 	}
 	return &Service{
 		db: db, exams: exams, cfg: cfg, log: cfg.Logger,
-		byConn:   map[uint64]map[store.SessionKey]struct{}{},
-		carriers: map[store.SessionKey]int{},
+		live: carriers.New[store.SessionKey](),
 	}
 }
 
@@ -131,7 +128,7 @@ func (s *Service) startSession(ctx context.Context, c engine.Caller, raw json.Ra
 	}
 	// Carried before the write, so that the close of the socket this one
 	// replaces (a reload) cannot mark it disconnected after it started.
-	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
+	s.live.Attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
 	var sess store.Session
 	err = s.db.Update(ctx, func(tx *store.Tx) error {
 		old, err := tx.Reader().Session(ctx, a.ExamID, c.User.ID)
@@ -209,7 +206,7 @@ func (s *Service) heartbeat(ctx context.Context, c engine.Caller, raw json.RawMe
 		b, _ := json.Marshal(a.Network)
 		net = string(b)
 	}
-	s.attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
+	s.live.Attach(c.Conn, store.SessionKey{ExamID: a.ExamID, StudentID: c.User.ID})
 	if s.cfg.Busy != nil && s.cfg.Busy() {
 		wait := time.Second + rand.N(2*time.Second) // spread the retries
 		return nil, &apperr.Error{Code: apperr.RateLimited, RetryAfterMs: wait.Milliseconds(),
