@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"invigil/app/proctoring"
 )
 
 // ----------------------------------------------------------------- invigil.js
@@ -205,36 +207,11 @@ type scriptExam struct {
 	rng        *rand.Rand
 }
 
-type lastViolation struct {
-	Type      string `json:"type"`
-	CreatedAt string `json:"created_at"`
-}
-
-type sessionRow struct {
-	ID              string         `json:"_id"`
-	ExamID          string         `json:"exam_id"`
-	StudentID       string         `json:"student_id"`
-	StudentName     string         `json:"student_name"`
-	Status          string         `json:"status"`
-	CurrentQuestion int            `json:"current_question"`
-	AnsweredCount   int            `json:"answered_count"`
-	ViolationCount  int            `json:"violation_count"`
-	LastViolation   *lastViolation `json:"last_violation"`
-	LastHeartbeat   string         `json:"last_heartbeat"`
-	StartedAt       string         `json:"started_at"`
-	EndedAt         *string        `json:"ended_at"`
-}
-
-type violationRow struct {
-	ID          string `json:"_id"`
-	ExamID      string `json:"exam_id"`
-	StudentID   string `json:"student_id"`
-	StudentName string `json:"student_name"`
-	Type        string `json:"type"`
-	Detail      string `json:"detail"`
-	ClientTS    string `json:"client_ts"`
-	CreatedAt   string `json:"created_at"`
-}
+// The scripted server sends the rows the real one does: its wire types.
+type (
+	sessionRow   = proctoring.SessionView
+	violationRow = proctoring.ViolationView
+)
 
 const scriptedExam = "big"
 
@@ -280,11 +257,11 @@ func (e *scriptExam) heartbeat(r *sessionRow, now time.Time) {
 func (e *scriptExam) violation(r *sessionRow, now time.Time) {
 	types := []string{"tab_hidden", "window_blur", "copy", "paste", "fullscreen_exit"}
 	v := violationRow{ID: fmt.Sprintf("v%06d", e.nextV), ExamID: scriptedExam, StudentID: r.StudentID, StudentName: r.StudentName,
-		Type: types[e.rng.IntN(len(types))], ClientTS: stamp(now), CreatedAt: stamp(now)}
+		Type: types[e.rng.IntN(len(types))], ClientTS: new(stamp(now)), CreatedAt: stamp(now)}
 	e.nextV++
 	e.violations.put(v.ID, v.CreatedAt+v.ID, v)
 	r.ViolationCount++
-	r.LastViolation = &lastViolation{Type: v.Type, CreatedAt: v.CreatedAt}
+	r.LastViolation = &proctoring.LastViolation{Type: v.Type, CreatedAt: v.CreatedAt}
 	e.save(r)
 }
 
