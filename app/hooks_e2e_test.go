@@ -12,7 +12,6 @@ import (
 	"invigil/app/apptest"
 	"invigil/app/exam"
 	"invigil/app/identity"
-	"invigil/app/webhook"
 	"invigil/store"
 )
 
@@ -48,17 +47,7 @@ func TestExamHooks(t *testing.T) {
 	closed.Status = exam.Closed
 	opened := &examView{Title: "First", Status: exam.Open, TutorIDs: []string{tutor1.ID}}
 
-	// sign returns the delivery's headers: signed with secret at now+skew.
-	type signer func(id string, body []byte) http.Header
-	sign := func(secret string, skew time.Duration) signer {
-		return func(id string, body []byte) http.Header {
-			hdr, err := webhook.Sign(secret, id, h.Clock.Now().Add(skew), body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return hdr
-		}
-	}
+	sign := func(secret string, skew time.Duration) signer { return hookSigner(t, h, secret, skew) }
 	valid := sign(apptest.HookSecret, 0)
 	cases := []struct {
 		name   string

@@ -16,7 +16,6 @@ import (
 	"invigil/app/apptest"
 	"invigil/app/exam"
 	"invigil/app/leaderboard"
-	"invigil/app/webhook"
 	"invigil/store"
 )
 
@@ -263,16 +262,7 @@ func TestScoreHooks(t *testing.T) {
 	ada := map[string]any{"submission_id": "sub-1", "exam_id": "k1", "quiz_code": "KIDS1", "nickname": "Ada",
 		"score": 7, "max_score": 10, "submitted_at": now.Add(-time.Minute).Format(time.RFC3339)}
 	ben := with(ada, "submission_id", "sub-2", "nickname", "Ben", "score", 9)
-	type signer func(id string, body []byte) http.Header
-	sign := func(secret string, skew time.Duration) signer {
-		return func(id string, body []byte) http.Header {
-			hdr, err := webhook.Sign(secret, id, h.Clock.Now().Add(skew), body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return hdr
-		}
-	}
+	sign := func(secret string, skew time.Duration) signer { return hookSigner(t, h, secret, skew) }
 	valid := sign(apptest.HookSecret, 0)
 	cases := []struct {
 		name   string

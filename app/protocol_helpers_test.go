@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"invigil/app/apptest"
+	"invigil/app/webhook"
 	"invigil/store"
 )
 
@@ -135,5 +136,19 @@ func waitClosed(t *testing.T, w *apptest.WS) {
 	case <-w.Closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("socket still open after 5s")
+	}
+}
+
+// signer returns a hook delivery's headers for its id and body.
+type signer func(id string, body []byte) http.Header
+
+// hookSigner signs deliveries with secret at the harness's now+skew.
+func hookSigner(t *testing.T, h *apptest.Harness, secret string, skew time.Duration) signer {
+	return func(id string, body []byte) http.Header {
+		hdr, err := webhook.Sign(secret, id, h.Clock.Now().Add(skew), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hdr
 	}
 }
