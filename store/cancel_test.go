@@ -22,15 +22,7 @@ import (
 // caller learns the true outcome.
 func TestCancelledCallerDoesNotBreakTheBatch(t *testing.T) {
 	db := storetest.MustOpen(t, clockwork.NewRealClock())
-	var mu sync.Mutex
-	var published []string
-	db.OnCommit(func(seq uint64, ch store.Changes) {
-		mu.Lock()
-		for k := range ch {
-			published = append(published, k)
-		}
-		mu.Unlock()
-	})
+	published := publishedKeys(db)
 	bg := context.Background()
 	const n = 5
 	errs := oneBatch(t, db, n, func(ctx context.Context, cancel func(), tx *store.Tx, i int) error {
@@ -59,10 +51,7 @@ func TestCancelledCallerDoesNotBreakTheBatch(t *testing.T) {
 			t.Fatal(readErr)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	slices.Sort(published)
-	if !slices.Equal(published, want) {
+	if published := published(); !slices.Equal(published, want) {
 		t.Fatalf("published keys %v, want the committed writes' %v", published, want)
 	}
 }

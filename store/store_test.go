@@ -40,15 +40,7 @@ func TestWALAndPragmas(t *testing.T) {
 // the committed writes' keys reach the commit hook.
 func TestGroupCommitIsolatesWrites(t *testing.T) {
 	db := storetest.MustOpen(t, clockwork.NewRealClock())
-	var mu sync.Mutex
-	var published []string
-	db.OnCommit(func(seq uint64, ch store.Changes) {
-		mu.Lock()
-		for k := range ch {
-			published = append(published, k)
-		}
-		mu.Unlock()
-	})
+	published := publishedKeys(db)
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errs := make([]error, 100)
@@ -83,10 +75,7 @@ func TestGroupCommitIsolatesWrites(t *testing.T) {
 		}
 		wantKeys = append(wantKeys, "exam:"+id)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	slices.Sort(published)
-	if !slices.Equal(published, wantKeys) {
+	if published := published(); !slices.Equal(published, wantKeys) {
 		t.Fatalf("published keys differ from committed writes:\n got %v\nwant %v", published, wantKeys)
 	}
 }
@@ -267,5 +256,24 @@ func TestQueueDelay(t *testing.T) {
 	}
 	if d := db.QueueDelay(); d != 0 {
 		t.Fatalf("nothing waiting: QueueDelay %v", d)
+	}
+}
+
+// publishedKeys records every key db publishes; the function it returns
+// lists them so far, sorted.
+func publishedKeys(db *store.DB) func() []string {
+	var mu sync.Mutex
+	var keys []string
+	db.OnCommit(func(_ uint64, ch store.Changes) {
+		mu.Lock()
+		defer mu.Unlock()
+		for k := range ch {
+			keys = append(keys, k)
+		}
+	})
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Sorted(slices.Values(keys))
 	}
 }
