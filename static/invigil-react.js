@@ -617,22 +617,19 @@ class Proctor {
     const onPaste = (e) => this.report('paste', `pasted ${e.clipboardData?.getData('text')?.length ?? 0} characters`);
     const onContextMenu = () => this.report('context_menu', 'opened the context menu');
     const onOffline = () => this.report('network_offline', 'the browser went offline');
-    doc.addEventListener('visibilitychange', onVisibility);
-    win.addEventListener('blur', onBlur);
-    doc.addEventListener('fullscreenchange', onFullscreen);
-    doc.addEventListener('copy', onCopy);
-    doc.addEventListener('paste', onPaste);
-    doc.addEventListener('contextmenu', onContextMenu);
-    win.addEventListener('offline', onOffline);
+    // One abort removes every listener.
+    const listening = new AbortController();
+    const on = { signal: listening.signal };
+    doc.addEventListener('visibilitychange', onVisibility, on);
+    win.addEventListener('blur', onBlur, on);
+    doc.addEventListener('fullscreenchange', onFullscreen, on);
+    doc.addEventListener('copy', onCopy, on);
+    doc.addEventListener('paste', onPaste, on);
+    doc.addEventListener('contextmenu', onContextMenu, on);
+    win.addEventListener('offline', onOffline, on);
     return () => {
       clearTimeout(blurTimer);
-      doc.removeEventListener('visibilitychange', onVisibility);
-      win.removeEventListener('blur', onBlur);
-      doc.removeEventListener('fullscreenchange', onFullscreen);
-      doc.removeEventListener('copy', onCopy);
-      doc.removeEventListener('paste', onPaste);
-      doc.removeEventListener('contextmenu', onContextMenu);
-      win.removeEventListener('offline', onOffline);
+      listening.abort();
     };
   }
 }

@@ -64,23 +64,13 @@ function makeRow(id) {
   const el = document.createElement('li');
   el.className = 'row';
   el.dataset.id = id;
-  const rank = document.createElement('span');
-  rank.className = 'rank';
-  const nick = document.createElement('span');
-  nick.className = 'nick';
-  const bar = document.createElement('span');
-  bar.className = 'bar';
-  const fill = document.createElement('span');
-  fill.className = 'fill';
-  bar.append(fill);
-  const score = document.createElement('span');
-  score.className = 'score';
-  const pts = document.createElement('span');
-  pts.className = 'pts';
-  const of = document.createElement('span');
-  of.className = 'of';
-  score.append(pts, of);
-  el.append(rank, nick, bar, score);
+  const part = (className, ...children) => {
+    const span = document.createElement('span');
+    span.className = className;
+    span.append(...children);
+    return span;
+  };
+  el.append(part('rank'), part('nick'), part('bar', part('fill')), part('score', part('pts'), part('of')));
   return el;
 }
 
